@@ -1,1 +1,90 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | build-ebpf | build | test | run | bench`.
+
+mod bench;
+mod cmd;
+mod ebpf;
+mod run;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "httpd project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every system package and tool the project needs (idempotent, quick when present).
+    Setup,
+    /// Build the eBPF object (httpd-ebpf) with Debian's rustc and bpf-linker.
+    BuildEbpf,
+    /// Release build of everything, the eBPF object included when the toolchain is there.
+    Build,
+    /// setup + build + every test (unit, integration, end-to-end) + fmt and clippy. CI runs this.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and run httpd: without arguments on the bundled example site at 127.0.0.1:8080.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmark httpd against nginx with wrk (not part of test).
+    Bench {
+        /// Seconds per scenario and server.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Write the markdown table to this file as well.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::setup(),
+        Task::BuildEbpf => ebpf::build_ebpf(),
+        Task::Build => build(),
+        Task::Test { args } => test(&args),
+        Task::Run { args } => run::run(&args),
+        Task::Bench { seconds, output } => bench::bench(seconds, output.as_deref()),
+    }
+}
+
+/// Release build of the workspace; the eBPF object first when its toolchain is installed.
+pub fn build() -> Result<()> {
+    if ebpf::toolchain_present() {
+        ebpf::build_ebpf()?;
+    } else {
+        eprintln!(
+            "xtask: eBPF toolchain not installed (cargo xtask setup): building httpd without it"
+        );
+    }
+    cmd::cargo(&["build", "--release", "--workspace", "--bins"])
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    setup::setup()?;
+    ebpf::build_ebpf()?;
+    cmd::cargo(&["build", "--release", "--workspace", "--bins"])?;
+    cmd::cargo(&["fmt", "--all", "--check"])?;
+    cmd::cargo(&[
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    let mut args = vec!["test", "--release", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    cmd::cargo(&args)
+}

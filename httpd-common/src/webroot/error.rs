@@ -11,7 +11,9 @@ pub enum Error {
     },
     #[error("{path}: not a webroot file (bad magic)")]
     BadMagic { path: PathBuf },
-    #[error("{path}: unsupported webroot format version {found} (this build reads version {expected})")]
+    #[error(
+        "{path}: unsupported webroot format version {found} (this build reads version {expected})"
+    )]
     Version {
         path: PathBuf,
         found: u32,

@@ -17,7 +17,6 @@ pub fn http_date(unix_secs: i64) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-
 pub(crate) struct BlockInput<'a> {
     pub mime: &'a str,
     pub len: u64,

@@ -109,12 +109,21 @@ impl Ctx<'_> {
     }
 }
 
-fn section(ctx: &Ctx<'_>, name: &'static str, off: u64, len: u64, file_len: u64) -> Result<(usize, usize)> {
+fn section(
+    ctx: &Ctx<'_>,
+    name: &'static str,
+    off: u64,
+    len: u64,
+    file_len: u64,
+) -> Result<(usize, usize)> {
     let end = off
         .checked_add(len)
         .ok_or_else(|| ctx.bad(name, "offset overflow"))?;
     if off < ALIGN || off % ALIGN != 0 || end > file_len {
-        return Err(ctx.bad(name, format!("section {off}+{len} outside the file or unaligned")));
+        return Err(ctx.bad(
+            name,
+            format!("section {off}+{len} outside the file or unaligned"),
+        ));
     }
     let o = usize::try_from(off).map_err(|_| ctx.bad(name, "offset too large"))?;
     let e = usize::try_from(end).map_err(|_| ctx.bad(name, "offset too large"))?;
@@ -182,7 +191,10 @@ impl Webroot {
         let n = get_u32(m, H_OBJECTS) as usize;
         let buckets = get_u32(m, H_BUCKETS) as usize;
         if !buckets.is_power_of_two() || buckets <= n {
-            return Err(ctx.bad("header", "bucket count not a power of two above the object count"));
+            return Err(ctx.bad(
+                "header",
+                "bucket count not a power of two above the object count",
+            ));
         }
         let (index_off, index_end) = section(
             &ctx,
@@ -239,7 +251,11 @@ impl Webroot {
         let mut kinds = Vec::with_capacity(n);
         for i in 0..n {
             let r = &meta[i * RECORD_LEN..(i + 1) * RECORD_LEN];
-            let p = string(get_u32(r, R_PATH_OFF), get_u32(r, R_PATH_LEN) as usize, "path")?;
+            let p = string(
+                get_u32(r, R_PATH_OFF),
+                get_u32(r, R_PATH_LEN) as usize,
+                "path",
+            )?;
             if p.first() != Some(&b'/') {
                 return Err(ctx.bad("meta", format!("object {i}: path does not start with '/'")));
             }
@@ -268,13 +284,19 @@ impl Webroot {
                             .ok_or_else(|| ctx.bad("meta", format!("object {i}: bad {what}")))
                     };
                     obj.mime = text(
-                        string(get_u32(r, R_MIME_OFF), get_u16(r, R_MIME_LEN) as usize, "mime")?,
+                        string(
+                            get_u32(r, R_MIME_OFF),
+                            get_u16(r, R_MIME_LEN) as usize,
+                            "mime",
+                        )?,
                         "mime",
                     )?;
                     let cl = get_u16(r, R_CC_LEN) as usize;
                     if cl > 0 {
-                        obj.cache_control =
-                            Some(text(string(get_u32(r, R_CC_OFF), cl, "cache-control")?, "cache-control")?);
+                        obj.cache_control = Some(text(
+                            string(get_u32(r, R_CC_OFF), cl, "cache-control")?,
+                            "cache-control",
+                        )?);
                     }
                     let nreps = r[R_NREPS] as usize;
                     if nreps == 0 || nreps > MAX_REPS {
@@ -343,8 +365,13 @@ impl Webroot {
         for i in 0..n {
             if kinds[i] == KIND_ALIAS {
                 let t = &objects[objects[i].target as usize];
-                let (kind, mime, cc, mtime, reps) =
-                    (t.kind, t.mime.clone(), t.cache_control.clone(), t.mtime, t.reps.clone());
+                let (kind, mime, cc, mtime, reps) = (
+                    t.kind,
+                    t.mime.clone(),
+                    t.cache_control.clone(),
+                    t.mtime,
+                    t.reps.clone(),
+                );
                 let o = &mut objects[i];
                 (o.kind, o.mime, o.cache_control, o.mtime, o.reps) = (kind, mime, cc, mtime, reps);
             }
@@ -425,7 +452,10 @@ impl Webroot {
                 if blake3::hash(self.body(r)).as_bytes() != &r.hash {
                     problems.push(VerifyProblem {
                         path: name(),
-                        what: format!("{} body does not match its content hash", r.encoding.token()),
+                        what: format!(
+                            "{} body does not match its content hash",
+                            r.encoding.token()
+                        ),
                     });
                 }
                 let block = self.header_block(r);

@@ -24,7 +24,13 @@ fn file(path: &str, body: &[u8]) -> InputObject {
 
 fn build(objects: Vec<InputObject>) -> Vec<u8> {
     let mut c = Cursor::new(Vec::new());
-    write_webroot(&mut c, std::path::Path::new("mem"), objects, &WriteOptions::default()).unwrap();
+    write_webroot(
+        &mut c,
+        std::path::Path::new("mem"),
+        objects,
+        &WriteOptions::default(),
+    )
+    .unwrap();
     c.into_inner()
 }
 
@@ -40,7 +46,9 @@ fn sample() -> Vec<u8> {
         file("/index.html", b"<h1>hi</h1>"),
         file("/a/b.txt", b"bee"),
         file("/a/index.html", b"<p>a</p>"),
-        InputObject::Redirect { path: b"/a".to_vec() },
+        InputObject::Redirect {
+            path: b"/a".to_vec(),
+        },
         InputObject::Alias {
             path: b"/a/".to_vec(),
             target: b"/a/index.html".to_vec(),
@@ -67,8 +75,14 @@ fn lookup_and_aliases() {
     assert!(hb.contains("Vary: Accept-Encoding\r\n"), "{hb}");
     assert!(hb.ends_with("\r\n\r\n"));
     assert_eq!(w.lookup(b"/a").unwrap().kind, Kind::Redirect);
-    assert_eq!(w.body(w.lookup(b"/a/").unwrap().identity().unwrap()), b"<p>a</p>");
-    assert_eq!(w.body(w.lookup(b"/").unwrap().identity().unwrap()), b"<h1>hi</h1>");
+    assert_eq!(
+        w.body(w.lookup(b"/a/").unwrap().identity().unwrap()),
+        b"<p>a</p>"
+    );
+    assert_eq!(
+        w.body(w.lookup(b"/").unwrap().identity().unwrap()),
+        b"<h1>hi</h1>"
+    );
     assert!(w.lookup(b"/missing").is_none());
     for o in w.objects() {
         for r in &o.reps {
@@ -106,7 +120,10 @@ fn wrong_version_and_magic() {
     assert!(matches!(e, Error::Version { found: 9, .. }), "{e}");
     let mut b = sample();
     b[0] = b'X';
-    assert!(matches!(open_bytes(&b).unwrap_err(), Error::BadMagic { .. }));
+    assert!(matches!(
+        open_bytes(&b).unwrap_err(),
+        Error::BadMagic { .. }
+    ));
 }
 
 #[test]
@@ -115,7 +132,15 @@ fn flipped_bits_in_each_section() {
     let index_off = layout::get_u64(&b, layout::H_INDEX_OFF) as usize;
     let meta_off = layout::get_u64(&b, layout::H_META_OFF) as usize;
     // Header, index, meta: refused at open.
-    for at in [16usize, 30, 100, index_off + 3, index_off + 20, meta_off + 1, b.len() - 2] {
+    for at in [
+        16usize,
+        30,
+        100,
+        index_off + 3,
+        index_off + 20,
+        meta_off + 1,
+        b.len() - 2,
+    ] {
         let mut c = b.clone();
         c[at] ^= 0x10;
         let e = open_bytes(&c).unwrap_err().to_string();
@@ -123,7 +148,12 @@ fn flipped_bits_in_each_section() {
     }
     // Body: opens (bodies are not hashed at open) but verify names the object.
     let w = open_bytes(&b).unwrap();
-    let at = w.lookup(b"/a/b.txt").unwrap().identity().unwrap().body_off() as usize;
+    let at = w
+        .lookup(b"/a/b.txt")
+        .unwrap()
+        .identity()
+        .unwrap()
+        .body_off() as usize;
     let mut c = b.clone();
     c[at] ^= 1;
     let w = open_bytes(&c).unwrap();

@@ -98,11 +98,17 @@ fn validate(objects: &[InputObject]) -> Result<()> {
             return Err(input_err(p, "duplicate path"));
         }
         if let InputObject::File {
-            reps, mime, cache_control, ..
+            reps,
+            mime,
+            cache_control,
+            ..
         } = o
         {
             if reps.is_empty() || reps.len() > MAX_REPS || reps[0].encoding != Encoding::Identity {
-                return Err(input_err(p, "first representation must be identity, at most 4"));
+                return Err(input_err(
+                    p,
+                    "first representation must be identity, at most 4",
+                ));
             }
             let mut seen = [false; MAX_REPS];
             for r in reps {
@@ -155,7 +161,8 @@ pub fn write_webroot<W: Write + Seek>(
     };
     let mut w = CountingWriter { inner: out, pos: 0 };
     w.inner.seek(SeekFrom::Start(0)).map_err(io_err(out_name))?;
-    w.write_all(&[0u8; ALIGN as usize]).map_err(io_err(out_name))?;
+    w.write_all(&[0u8; ALIGN as usize])
+        .map_err(io_err(out_name))?;
     let data_off = w.pos;
 
     // Bodies, each preceded by its header block, bodies aligned.
@@ -307,7 +314,9 @@ pub fn write_webroot<W: Write + Seek>(
     put_u64(&mut h, HEADER_SUM_AT, sum);
     w.inner.seek(SeekFrom::Start(0)).map_err(werr)?;
     w.inner.write_all(&h).map_err(io_err(out_name))?;
-    w.inner.seek(SeekFrom::Start(file_len)).map_err(io_err(out_name))?;
+    w.inner
+        .seek(SeekFrom::Start(file_len))
+        .map_err(io_err(out_name))?;
     w.inner.flush().map_err(io_err(out_name))?;
     stats.file_len = file_len;
     Ok(stats)
