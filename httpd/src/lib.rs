@@ -1,2 +1,18 @@
 //! httpd: serves static hits from webroot files, forwards the rest to the upstream.
+//!
+//! The stages of a request, one module each: [`listen`] and [`worker`] (accept, event loop),
+//! [`conn`] (read, parse, write), [`http`] (pure protocol logic), [`vhosts`] (route to a host),
+//! [`answer`] (the static answer), [`out`] (the I/O models), [`accesslog`] (log).
+
+pub mod accesslog;
+pub mod answer;
+pub mod cli;
+pub mod conn;
 pub mod ebpf;
+pub mod http;
+pub mod listen;
+pub mod out;
+pub mod server;
+pub mod sys;
+pub mod vhosts;
+pub mod worker;

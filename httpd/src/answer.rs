@@ -1,0 +1,261 @@
+//! Answering a request from its host's webroot: routing by path, negotiation, conditionals,
+//! ranges, redirects and error pages. Output goes to the connection's queue; nothing here
+//! touches a socket or opens a file.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use httpd_common::webroot::{Kind, Object, Rep, Webroot, http_date};
+
+use crate::http::conditional::{self, Outcome};
+use crate::http::negotiate;
+use crate::http::range::{self, Decision};
+use crate::http::request::{Framing, Head, Method};
+use crate::http::response::{error_body, prefix};
+use crate::http::target::{encode_path, normalize_path, parse_target};
+use crate::out::OutQueue;
+use crate::vhosts::{Host, HostTable};
+
+/// What the connection needs to know about the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    pub status: u16,
+    /// Body bytes sent (for the access log).
+    pub bytes: u64,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+/// Per-worker context for answering.
+pub struct Ctx<'a> {
+    pub date: &'a str,
+    pub path_buf: &'a mut Vec<u8>,
+}
+
+/// Answers one parsed request. `host` is the vhost chosen for it (None: no such host and no
+/// `__default__`).
+pub fn answer(
+    h: &Head<'_>,
+    host: Option<&Arc<Host>>,
+    ctx: &mut Ctx<'_>,
+    out: &mut OutQueue,
+) -> Answered {
+    // A body we will not read closes the connection after the answer: chunked bodies, and
+    // bodies announced with Expect: 100-continue (the client may never send them).
+    let mut keep = h.keep_alive;
+    match h.framing() {
+        Framing::Chunked => keep = false,
+        Framing::Length(_) if h.expect_continue => keep = false,
+        _ => {}
+    }
+    let r = Responder {
+        h,
+        host,
+        keep,
+        date: ctx.date,
+    };
+    let target = match parse_target(h.target) {
+        Ok(t) => t,
+        Err(_) => return r.error(out, 400, ""),
+    };
+    if target.asterisk {
+        return if h.method_bytes == b"OPTIONS" {
+            r.simple(out, 200, "Allow: GET, HEAD\r\n", &[])
+        } else {
+            r.error(out, 400, "")
+        };
+    }
+    let Some(host) = host else {
+        return r.error(out, 404, "");
+    };
+    if normalize_path(target.raw_path, ctx.path_buf).is_err() {
+        return r.error(out, 400, "");
+    }
+    let method = h.method();
+    if method == Method::Other {
+        return r.error(out, 405, "Allow: GET, HEAD\r\n");
+    }
+    let root = &host.root;
+    let Some(obj) = root.lookup(ctx.path_buf) else {
+        return r.error(out, 404, "");
+    };
+    if obj.kind == Kind::Redirect {
+        let mut loc = encode_path(ctx.path_buf);
+        loc.push('/');
+        if let Some(q) = target.query {
+            loc.push('?');
+            loc.push_str(&String::from_utf8_lossy(q));
+        }
+        return r.error(out, 301, &format!("Location: {loc}\r\n"));
+    }
+    let Some(rep) = negotiate::choose(h.accept_encoding, obj) else {
+        return r.error(out, 404, "");
+    };
+    match conditional::evaluate(h, &rep.etag, obj.mtime) {
+        Outcome::Failed => return r.error(out, 412, ""),
+        Outcome::NotModified => return r.not_modified(out, obj, rep),
+        Outcome::Proceed => {}
+    }
+    if method == Method::Get
+        && let Some(range) = h.range
+        && h.if_range
+            .is_none_or(|v| conditional::if_range_holds(v, &rep.etag, obj.mtime))
+    {
+        match range::decide(range, rep.body_len) {
+            Decision::Full => {}
+            Decision::Partial { start, end } => return r.partial(out, root, obj, rep, start, end),
+            Decision::Unsatisfiable => {
+                return r.error(
+                    out,
+                    416,
+                    &format!("Content-Range: bytes */{}\r\n", rep.body_len),
+                );
+            }
+        }
+    }
+    // The hit: dynamic prefix, then header block and body as one region of the file.
+    let mut head = Vec::with_capacity(128);
+    prefix(&mut head, 200, r.date, keep, h.minor);
+    out.push_bytes(head);
+    let body = if method == Method::Head {
+        0
+    } else {
+        rep.body_len
+    };
+    out.push_region(root, rep.hdr_off, u64::from(rep.hdr_len) + body);
+    Answered {
+        status: 200,
+        bytes: body,
+        close: !keep,
+    }
+}
+
+/// Builds responses other than the plain hit.
+struct Responder<'a, 'h> {
+    h: &'a Head<'h>,
+    host: Option<&'a Arc<Host>>,
+    keep: bool,
+    date: &'a str,
+}
+
+impl Responder<'_, '_> {
+    fn validators(&self, head: &mut Vec<u8>, obj: &Object, rep: &Rep) {
+        let _ = write!(
+            head,
+            "ETag: {}\r\nLast-Modified: {}\r\n",
+            rep.etag,
+            http_date(obj.mtime)
+        );
+        if let Some(cc) = &obj.cache_control {
+            let _ = write!(head, "Cache-Control: {cc}\r\n");
+        }
+        if obj.has_variants() {
+            head.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+        }
+    }
+
+    fn not_modified(&self, out: &mut OutQueue, obj: &Object, rep: &Rep) -> Answered {
+        let mut head = Vec::with_capacity(256);
+        prefix(&mut head, 304, self.date, self.keep, self.h.minor);
+        self.validators(&mut head, obj, rep);
+        head.extend_from_slice(b"\r\n");
+        out.push_bytes(head);
+        Answered {
+            status: 304,
+            bytes: 0,
+            close: !self.keep,
+        }
+    }
+
+    fn partial(
+        &self,
+        out: &mut OutQueue,
+        root: &Arc<Webroot>,
+        obj: &Object,
+        rep: &Rep,
+        start: u64,
+        end: u64,
+    ) -> Answered {
+        let len = end - start + 1;
+        let mut head = Vec::with_capacity(320);
+        prefix(&mut head, 206, self.date, self.keep, self.h.minor);
+        let _ = write!(
+            head,
+            "Content-Type: {}\r\nContent-Length: {len}\r\nContent-Range: bytes {start}-{end}/{}\r\nAccept-Ranges: bytes\r\n",
+            obj.mime, rep.body_len
+        );
+        if rep.encoding != httpd_common::webroot::Encoding::Identity {
+            let _ = write!(head, "Content-Encoding: {}\r\n", rep.encoding.token());
+        }
+        self.validators(&mut head, obj, rep);
+        head.extend_from_slice(b"\r\n");
+        out.push_bytes(head);
+        out.push_region(root, rep.body_off() + start, len);
+        Answered {
+            status: 206,
+            bytes: len,
+            close: !self.keep,
+        }
+    }
+
+    /// A response with a small in-memory body.
+    fn simple(&self, out: &mut OutQueue, status: u16, extra: &str, body: &[u8]) -> Answered {
+        let mut head = Vec::with_capacity(256 + body.len());
+        prefix(&mut head, status, self.date, self.keep, self.h.minor);
+        head.extend_from_slice(extra.as_bytes());
+        let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
+        let send_body = self.h.method() != Method::Head;
+        if send_body {
+            head.extend_from_slice(body);
+        }
+        out.push_bytes(head);
+        Answered {
+            status,
+            bytes: if send_body { body.len() as u64 } else { 0 },
+            close: !self.keep,
+        }
+    }
+
+    /// An error (or redirect) page: the host's `/.errors/<status>.html` when it has one.
+    fn error(&self, out: &mut OutQueue, status: u16, extra: &str) -> Answered {
+        let custom = self.host.and_then(|host| {
+            let path = format!("/.errors/{status}.html");
+            let obj = host.root.lookup(path.as_bytes())?;
+            Some((host.root.body(obj.identity()?), obj.mime.clone()))
+        });
+        let (body, mime): (std::borrow::Cow<'_, [u8]>, Box<str>) = match custom {
+            Some((b, m)) => (b.into(), m),
+            None => (
+                error_body(status).into_bytes().into(),
+                "text/html; charset=utf-8".into(),
+            ),
+        };
+        let extra = format!("{extra}Content-Type: {mime}\r\n");
+        self.simple(out, status, &extra, &body)
+    }
+}
+
+/// The response for a request head that could not be parsed: always closes.
+pub fn bad_head(status: u16, date: &str, out: &mut OutQueue) -> Answered {
+    let body = error_body(status);
+    let mut head = Vec::with_capacity(256 + body.len());
+    prefix(&mut head, status, date, false, 1);
+    let _ = write!(
+        head,
+        "Content-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    out.push_bytes(head);
+    Answered {
+        status,
+        bytes: body.len() as u64,
+        close: true,
+    }
+}
+
+/// Picks the host for a request: the absolute-form target's host wins over Host.
+pub fn route<'t>(h: &Head<'_>, table: &'t HostTable) -> Option<&'t Arc<Host>> {
+    let from_target = parse_target(h.target).ok().and_then(|t| t.host);
+    let host = from_target.or(h.host.map(crate::http::target::strip_port));
+    table.find(host)
+}

@@ -1,0 +1,80 @@
+//! Command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::out::IoModel;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 500ms, 3s, 1m)"))
+}
+
+/// Whether to load the eBPF programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EbpfMode {
+    /// Load if possible; otherwise say why in one log line and run without.
+    Auto,
+    /// Refuse to start without them.
+    On,
+    /// Never load them.
+    Off,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "httpd",
+    version,
+    about = "HTTP/1.1 accelerator: static hits from webroot files, everything else to the upstream",
+    long_about = "Serves each entry of VHOSTS_DIR as a virtual host: the file name is the host name \
+(`__default__` for every other host), the file a webroot built by mkroot (or a symlink to one). \
+Entries are added, removed and replaced while httpd runs."
+)]
+pub struct Args {
+    /// Directory of virtual hosts (webroot files or symlinks, named by host).
+    pub vhosts_dir: PathBuf,
+    /// Address to listen on; repeatable.
+    #[arg(
+        long = "listen",
+        value_name = "ADDR:PORT",
+        default_value = "0.0.0.0:80"
+    )]
+    pub listen: Vec<SocketAddr>,
+    /// The application server that gets every request that is not a static hit.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub upstream: Option<SocketAddr>,
+    /// Longest wait for the upstream's response before answering 504.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub upstream_timeout: Duration,
+    /// Worker threads, each with its own event loop and listener (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// How bodies reach the socket: sendfile (zero copy), read (pread + write) or mmap
+    /// (gathered writes from the mapping). Bodies up to 32 KiB go from the mapping in one call
+    /// with their head in every model.
+    #[arg(long, value_enum, default_value = "sendfile")]
+    pub io: IoModel,
+    /// Close connections idle for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub inactivity_timeout: Duration,
+    /// Close connections whose request head is not complete after this long (slowloris).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// Most open client connections; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub max_connections: usize,
+    /// Directory for per-host access logs (`HOST.access.log`, Combined Log Format).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// eBPF programs: auto, on or off.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub ebpf: EbpfMode,
+    /// cgroup2 directory the eBPF programs attach to.
+    #[arg(long, value_name = "PATH", default_value = crate::ebpf::DEFAULT_CGROUP)]
+    pub cgroup: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub drain_timeout: Duration,
+}

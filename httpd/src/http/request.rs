@@ -1,0 +1,404 @@
+//! Parsing a request head, strictly: where RFC 9112 lets a recipient choose, we refuse, so no
+//! two parsers along the path can disagree on where a request ends (no smuggling).
+
+/// Longest request line (method, target, version).
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Largest request head (request line and header fields).
+pub const MAX_HEAD: usize = 32 * 1024;
+/// Most header fields.
+pub const MAX_HEADERS: usize = 100;
+
+/// The request method, as far as the static path cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A request head that failed: the status to answer with (the connection is closed after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// 400
+    Bad(&'static str),
+    /// 414
+    UriTooLong,
+    /// 431
+    HeadersTooLarge,
+    /// 501
+    NotImplemented(&'static str),
+    /// 505
+    Version,
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::Bad(_) => 400,
+            HeadError::UriTooLong => 414,
+            HeadError::HeadersTooLarge => 431,
+            HeadError::NotImplemented(_) => 501,
+            HeadError::Version => 505,
+        }
+    }
+}
+
+/// A parsed request head. Field values borrow from the read buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Head<'a> {
+    pub method_bytes: &'a [u8],
+    pub target: &'a [u8],
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Bytes of the head, the empty line included.
+    pub len: usize,
+    pub host: Option<&'a [u8]>,
+    pub keep_alive: bool,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub if_match: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_modified_since: Option<&'a [u8]>,
+    pub if_unmodified_since: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+    pub range: Option<&'a [u8]>,
+    pub accept_encoding: Option<&'a [u8]>,
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+}
+
+impl Head<'_> {
+    pub fn method(&self) -> Method {
+        match self.method_bytes {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            _ => Method::Other,
+        }
+    }
+
+    pub fn framing(&self) -> Framing {
+        if self.chunked {
+            Framing::Chunked
+        } else {
+            match self.content_length {
+                Some(n) if n > 0 => Framing::Length(n),
+                _ => Framing::None,
+            }
+        }
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let e = v
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(s, |e| e + 1);
+    &v[s..e]
+}
+
+/// Comma-separated list elements, trimmed, empty ones skipped.
+pub fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&c| c == b',').map(trim).filter(|e| !e.is_empty())
+}
+
+/// Every LF is preceded by CR and every CR followed by LF.
+fn crlf_only(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &c) in head.iter().enumerate() {
+        if c == b'\n' && prev != b'\r' {
+            return false;
+        }
+        if c == b'\r' && head.get(i + 1) != Some(&b'\n') {
+            return false;
+        }
+        prev = c;
+    }
+    true
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn valid_host(h: &[u8]) -> bool {
+    h.len() <= 255
+        && h.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b".-_:[]~!$&'()*+,;=%".contains(&c))
+}
+
+/// Parses one request head from the front of `buf`. `Ok(None)`: incomplete, read more.
+pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            let line_end = buf.iter().position(|&c| c == b'\n');
+            if line_end.is_none_or(|e| e > MAX_REQUEST_LINE) && buf.len() > MAX_REQUEST_LINE {
+                return Err(HeadError::UriTooLong);
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(HeadError::HeadersTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
+        Err(httparse::Error::Version) => {
+            // A well-formed HTTP-version other than 1.x gets 505; garbage gets 400.
+            let line = buf.split(|&c| c == b'\n').next().unwrap_or(buf);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let v = line.rsplit(|&c| c == b' ').next().unwrap_or(b"");
+            let ok = v.len() == 8
+                && v.starts_with(b"HTTP/")
+                && v[5].is_ascii_digit()
+                && v[6] == b'.'
+                && v[7].is_ascii_digit();
+            return Err(if ok {
+                HeadError::Version
+            } else {
+                HeadError::Bad("malformed request line")
+            });
+        }
+        Err(_) => return Err(HeadError::Bad("malformed request head")),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::HeadersTooLarge);
+    }
+    if !crlf_only(&buf[..len]) {
+        return Err(HeadError::Bad("bare CR or LF"));
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Bad("malformed request line"));
+    };
+    if path.len() > MAX_REQUEST_LINE {
+        return Err(HeadError::UriTooLong);
+    }
+    let mut h = Head {
+        method_bytes: method.as_bytes(),
+        target: path.as_bytes(),
+        minor,
+        len,
+        keep_alive: minor == 1,
+        ..Head::default()
+    };
+    let mut hosts = 0;
+    let mut te: Option<&[u8]> = None;
+    let mut te_count = 0;
+    let mut conn_upgrade = false;
+    let mut has_upgrade = false;
+    for f in req.headers.iter() {
+        let v = trim(f.value);
+        if v.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+            return Err(HeadError::Bad("control character in a field value"));
+        }
+        let n = f.name.as_bytes();
+        let is = |name: &str| n.eq_ignore_ascii_case(name.as_bytes());
+        if is("host") {
+            hosts += 1;
+            h.host = Some(v);
+        } else if is("content-length") {
+            let cl = parse_content_length(v).ok_or(HeadError::Bad("malformed Content-Length"))?;
+            if h.content_length.is_some_and(|old| old != cl) {
+                return Err(HeadError::Bad("differing Content-Length"));
+            }
+            h.content_length = Some(cl);
+        } else if is("transfer-encoding") {
+            te_count += 1;
+            te = Some(v);
+        } else if is("connection") {
+            for t in list(v) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    h.keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                    h.keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    conn_upgrade = true;
+                }
+            }
+        } else if is("if-match") {
+            h.if_match.get_or_insert(v);
+        } else if is("if-none-match") {
+            h.if_none_match.get_or_insert(v);
+        } else if is("if-modified-since") {
+            h.if_modified_since.get_or_insert(v);
+        } else if is("if-unmodified-since") {
+            h.if_unmodified_since.get_or_insert(v);
+        } else if is("if-range") {
+            h.if_range.get_or_insert(v);
+        } else if is("range") {
+            h.range.get_or_insert(v);
+        } else if is("accept-encoding") {
+            h.accept_encoding.get_or_insert(v);
+        } else if is("referer") {
+            h.referer.get_or_insert(v);
+        } else if is("user-agent") {
+            h.user_agent.get_or_insert(v);
+        } else if is("expect") {
+            h.expect_continue = v.eq_ignore_ascii_case(b"100-continue");
+        } else if is("upgrade") {
+            has_upgrade = true;
+        }
+    }
+    h.upgrade = conn_upgrade && has_upgrade;
+    if hosts > 1 {
+        return Err(HeadError::Bad("more than one Host"));
+    }
+    if minor == 1 && hosts == 0 {
+        return Err(HeadError::Bad("HTTP/1.1 request without Host"));
+    }
+    if let Some(host) = h.host {
+        if !valid_host(host) {
+            return Err(HeadError::Bad("malformed Host"));
+        }
+        if host.is_empty() {
+            h.host = None;
+        }
+    }
+    if let Some(te) = te {
+        if h.content_length.is_some() {
+            return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"));
+        }
+        if minor == 0 || te_count > 1 {
+            return Err(HeadError::Bad("Transfer-Encoding not allowed here"));
+        }
+        let codings: Vec<&[u8]> = list(te).collect();
+        match codings.as_slice() {
+            [c] if c.eq_ignore_ascii_case(b"chunked") => h.chunked = true,
+            [.., last] if last.eq_ignore_ascii_case(b"chunked") => {
+                if codings
+                    .iter()
+                    .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+                    .count()
+                    > 1
+                {
+                    return Err(HeadError::Bad("chunked applied twice"));
+                }
+                return Err(HeadError::NotImplemented("transfer coding not supported"));
+            }
+            _ => return Err(HeadError::Bad("Transfer-Encoding without final chunked")),
+        }
+    }
+    Ok(Some(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Option<Head<'_>>, HeadError> {
+        parse(s.as_bytes())
+    }
+
+    #[test]
+    fn good_requests() {
+        let h = p("GET /a?b HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method(), Method::Get);
+        assert_eq!(h.target, b"/a?b");
+        assert_eq!(
+            h.len,
+            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n".len()
+        );
+        assert!(h.keep_alive);
+        assert_eq!(h.host, Some(&b"x"[..]));
+        let h = p("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        assert_eq!(h.host, None);
+        let h = p("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = p("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        let h = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing(), Framing::Length(5));
+        let h = p("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing(), Framing::Chunked);
+        assert!(p("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn smuggling_vectors_refused() {
+        let bad = [
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\n\n",
+            "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for b in bad {
+            assert!(
+                matches!(p(b), Err(HeadError::Bad(_))),
+                "accepted: {b:?} -> {:?}",
+                p(b)
+            );
+        }
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            501
+        );
+    }
+
+    #[test]
+    fn limits_and_versions() {
+        assert_eq!(p("GET / HTTP/2.0\r\n\r\n").unwrap_err(), HeadError::Version);
+        assert_eq!(
+            p("GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+        assert!(matches!(p("GET / FOO\r\n\r\n"), Err(HeadError::Bad(_))));
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(p(&long).unwrap_err(), HeadError::UriTooLong);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}",
+            "X-A: b\r\n".repeat(MAX_HEAD / 8)
+        );
+        assert_eq!(p(&big).unwrap_err(), HeadError::HeadersTooLarge);
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "X-A: b\r\n".repeat(MAX_HEADERS)
+        );
+        assert_eq!(p(&many).unwrap_err(), HeadError::HeadersTooLarge);
+    }
+}

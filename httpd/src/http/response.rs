@@ -1,0 +1,57 @@
+//! Response heads and the built-in error pages.
+
+use std::io::Write;
+
+pub const SERVER: &str = concat!("httpd/", env!("CARGO_PKG_VERSION"));
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Status line, Server, Date and the Connection header a client of this version needs.
+pub fn prefix(buf: &mut Vec<u8>, status: u16, date: &str, keep_alive: bool, minor: u8) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        buf,
+        "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: {date}\r\n",
+        reason(status)
+    );
+    if !keep_alive {
+        buf.extend_from_slice(b"Connection: close\r\n");
+    } else if minor == 0 {
+        buf.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+}
+
+/// The built-in HTML body of an error status.
+pub fn error_body(status: u16) -> String {
+    let r = reason(status);
+    format!(
+        "<!doctype html>\n<html><head><title>{status} {r}</title></head>\n<body><h1>{status} {r}</h1><hr><p>{SERVER}</p></body></html>\n"
+    )
+}

@@ -1,0 +1,37 @@
+//! Listening sockets: one per worker and address, with SO_REUSEPORT so the kernel spreads
+//! connections over the workers without a shared accept queue.
+
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// For each worker, one listener per address. Port 0 is resolved once by the first bind and
+/// reused for the others, so all workers share the port.
+pub fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> std::io::Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)> {
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in addrs {
+        let first = bind_one(addr)?;
+        let actual = first.local_addr()?;
+        bound.push(actual);
+        per_worker[0].push(first);
+        for w in per_worker.iter_mut().skip(1) {
+            w.push(bind_one(actual)?);
+        }
+    }
+    Ok((per_worker, bound))
+}

@@ -1,0 +1,126 @@
+//! Start-up and shutdown: vhosts, logs, eBPF, listeners, workers, signals.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::accesslog::LogSet;
+use crate::cli::{Args, EbpfMode};
+use crate::vhosts::Registry;
+use crate::worker::{Limits, Shared, Worker};
+
+/// Period of the vhosts rescan that backs up inotify.
+const RESCAN: Duration = Duration::from_secs(1);
+
+pub fn run(args: Args) -> Result<()> {
+    if !args.vhosts_dir.is_dir() {
+        bail!("{}: not a directory", args.vhosts_dir.display());
+    }
+    let logs = match &args.log_dir {
+        Some(d) => Some(LogSet::new(d).with_context(|| format!("log directory {}", d.display()))?),
+        None => None,
+    };
+    let registry = Registry::new(&args.vhosts_dir, logs.clone());
+    let hosts = registry.rescan();
+    registry
+        .watch(RESCAN)
+        .with_context(|| format!("watching {}", args.vhosts_dir.display()))?;
+    tracing::info!("{hosts} virtual host(s) from {}", args.vhosts_dir.display());
+
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let (listeners, bound) =
+        crate::listen::bind_all(&args.listen, workers).context("cannot listen")?;
+
+    let _ebpf = start_ebpf(&args, &bound)?;
+
+    let shared = Arc::new(Shared {
+        registry,
+        limits: Limits {
+            io: args.io,
+            inactivity: args.inactivity_timeout,
+            header_timeout: args.header_timeout,
+            max_connections: args.max_connections,
+            drain: args.drain_timeout,
+        },
+        open: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let mut handles = Vec::new();
+    let mut wakers = Vec::new();
+    for (i, ls) in listeners.into_iter().enumerate() {
+        let w = Worker::new()?;
+        wakers.push(w.waker.clone());
+        let sh = shared.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || w.run(ls, sh))?,
+        );
+    }
+    for a in &bound {
+        tracing::info!("listening on {a} ({workers} workers, io {:?})", args.io);
+    }
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    let stopper = shared.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!("signal {sig}: draining and stopping");
+                stopper.stop.store(true, Ordering::Release);
+                for w in &wakers {
+                    let _ = w.wake();
+                }
+            }
+        })?;
+
+    let mut failed = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(anyhow::Error::from(e)),
+            Err(_) => failed = Some(anyhow::anyhow!("a worker panicked")),
+        }
+    }
+    if let Some(l) = &logs {
+        l.flush_all();
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn start_ebpf(
+    args: &Args,
+    bound: &[std::net::SocketAddr],
+) -> Result<Option<crate::ebpf::ConnCounter>> {
+    if args.ebpf == EbpfMode::Off {
+        tracing::info!("eBPF off (--ebpf off)");
+        return Ok(None);
+    }
+    let ports: Vec<u16> = bound.iter().map(|a| a.port()).collect();
+    match crate::ebpf::ConnCounter::attach(&args.cgroup, &ports) {
+        Ok(c) => {
+            tracing::info!("eBPF on: sock_ops attached to {}", args.cgroup.display());
+            Ok(Some(c))
+        }
+        Err(e) if args.ebpf == EbpfMode::Auto => {
+            tracing::warn!("eBPF off: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e).context("--ebpf on"),
+    }
+}

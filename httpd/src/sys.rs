@@ -1,0 +1,54 @@
+//! The few syscalls std and mio do not wrap. Every `unsafe` of the daemon is here.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+fn check(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// sendfile(2) from `file` at `offset` to the socket; returns bytes sent.
+pub fn sendfile(
+    sock: &impl AsRawFd,
+    file: &impl AsRawFd,
+    offset: u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off = offset as libc::off_t;
+    // SAFETY: both fds are open for the duration of the call (borrowed), `off` is a valid
+    // pointer to a local.
+    check(unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) })
+}
+
+/// sendmsg(2) of the given slices (at most 64 are used) with MSG_NOSIGNAL, and MSG_MORE when a
+/// sendfile body follows at once.
+pub fn sendv(sock: &impl AsRawFd, bufs: &[&[u8]], more: bool) -> io::Result<usize> {
+    let mut iov: [libc::iovec; 64] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 64];
+    let n = bufs.len().min(iov.len());
+    for (v, b) in iov.iter_mut().zip(bufs) {
+        v.iov_base = b.as_ptr() as *mut libc::c_void;
+        v.iov_len = b.len();
+    }
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n;
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    // SAFETY: the first `n` iovecs point into live slices borrowed for the call.
+    check(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) })
+}
+
+/// shutdown(2) of the write side, so the client reads EOF after the last response.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown on a socket fd we own; errors (e.g. already reset) do not matter.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
