@@ -1,1 +1,263 @@
+//! Helpers for the end-to-end tests: find the release binaries, build webroots with mkroot,
+//! start httpd on 127.0.0.1 (ended by PID on drop), talk to it with curl or raw sockets.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary. `cargo xtask test` builds them (release) before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("HTTPD_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/<name>
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo xtask test` (or `cargo build --release --workspace` first)",
+        p.display()
+    );
+    p
+}
+
+/// Runs mkroot SRC OUT with extra args; panics with its stderr on failure.
+pub fn mkroot(src: &Path, out: &Path, extra: &[&str]) -> Output {
+    let o = Command::new(bin("mkroot"))
+        .args(extra)
+        .arg(src)
+        .arg(out)
+        .output()
+        .expect("run mkroot");
+    assert!(
+        o.status.success(),
+        "mkroot failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Writes `files` (relative path, content) under `dir`.
+pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
+    for (p, c) in files {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, c).expect("write");
+    }
+}
+
+/// A running httpd, killed by PID when dropped.
+pub struct Httpd {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Httpd {
+    /// Starts httpd on 127.0.0.1 (a free port) over `vhosts` with extra arguments.
+    pub fn start(vhosts: &Path, extra: &[&str]) -> Httpd {
+        let mut child = Command::new(bin("httpd"))
+            .args(["--listen", "127.0.0.1:0", "--workers", "2", "--ebpf", "off"])
+            .args(extra)
+            .arg(vhosts)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start httpd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on ") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                eprintln!("[httpd] {line}");
+                log2.lock().expect("log").push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("httpd did not start: {:?}", log.lock().expect("log"));
+            }
+        };
+        Httpd { child, addr, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Lines httpd wrote to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the PID of our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Httpd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// curl with the given arguments; returns its output (status not checked).
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("run curl")
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `r`. `head_only`: the request was HEAD (no body whatever the
+/// headers say).
+pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end_matches(['\r', '\n']);
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':').ok_or_else(|| std::io::Error::other(format!("bad header {h:?}")))?;
+        headers.push((n.to_string(), v.trim().to_string()));
+    }
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 304 || status == 204 || (100..200).contains(&status) {
+        return Ok(resp);
+    }
+    if let Some(cl) = resp.header("content-length") {
+        let n: usize = cl.parse().map_err(std::io::Error::other)?;
+        let mut body = vec![0; n];
+        r.read_exact(&mut body)?;
+        resp.body = body;
+    } else {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// A raw client connection.
+pub struct Raw {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Raw {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("send");
+    }
+
+    pub fn response(&mut self, head_only: bool) -> Response {
+        read_response(&mut self.reader, head_only).expect("read response")
+    }
+
+    /// Whether the server closed the connection (EOF within the timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0)) || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+
+    /// Sends one request and reads its response.
+    pub fn exchange(&mut self, req: &str) -> Response {
+        self.send(req.as_bytes());
+        self.response(req.starts_with("HEAD "))
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(addr: SocketAddr, req: &str) -> Response {
+    Raw::connect(addr).exchange(req)
+}
+
+/// The three I/O models, for tests that run under each.
+pub const IO_MODELS: [&str; 3] = ["sendfile", "read", "mmap"];

@@ -22,6 +22,7 @@ pub const PACKAGES: &[&str] = &[
     "wrk",
     "curl",
     "procps",
+    "wget",
 ];
 
 fn installed(pkg: &str) -> bool {
