@@ -197,7 +197,9 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
         if h.is_empty() {
             break;
         }
-        let (n, v) = h.split_once(':').ok_or_else(|| std::io::Error::other(format!("bad header {h:?}")))?;
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| std::io::Error::other(format!("bad header {h:?}")))?;
         headers.push((n.to_string(), v.trim().to_string()));
     }
     let mut resp = Response {
@@ -227,7 +229,8 @@ pub struct Raw {
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         Raw {
             reader: BufReader::new(s),
         }
@@ -244,7 +247,8 @@ impl Raw {
     /// Whether the server closed the connection (EOF within the timeout).
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0)) || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        matches!(self.reader.read(&mut b), Ok(0))
+            || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 
     /// Sends one request and reads its response.

@@ -6,7 +6,10 @@ use httpd_common::webroot::{Encoding, Kind, Webroot};
 use tests::{bin, mkroot, write_tree};
 
 fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(bin("mkroot")).args(args).output().expect("run mkroot")
+    Command::new(bin("mkroot"))
+        .args(args)
+        .output()
+        .expect("run mkroot")
 }
 
 #[test]
@@ -33,9 +36,16 @@ fn unusual_names_ls_and_verify() {
         ],
     );
     let out = dir.path().join("site.webroot");
-    let o = mkroot(&src, &out, &["--digest", "--cache-control", "*.css=max-age=3600"]);
+    let o = mkroot(
+        &src,
+        &out,
+        &["--digest", "--cache-control", "*.css=max-age=3600"],
+    );
     let summary = String::from_utf8_lossy(&o.stdout);
-    assert!(summary.contains("objects") && summary.contains("variants"), "{summary}");
+    assert!(
+        summary.contains("objects") && summary.contains("variants"),
+        "{summary}"
+    );
 
     let w = Webroot::open(&out).unwrap();
     for p in [
@@ -59,8 +69,14 @@ fn unusual_names_ls_and_verify() {
     let block = String::from_utf8_lossy(w.header_block(css_obj.identity().unwrap())).into_owned();
     assert!(block.contains("Repr-Digest: sha-256=:"), "{block}");
     assert!(block.contains("Cache-Control: max-age=3600\r\n"));
-    assert_eq!(&*w.lookup(b"/assets/app.js").unwrap().mime, "text/javascript; charset=utf-8");
-    assert_eq!(&*w.lookup(b"/assets/data.json").unwrap().mime, "application/json");
+    assert_eq!(
+        &*w.lookup(b"/assets/app.js").unwrap().mime,
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        &*w.lookup(b"/assets/data.json").unwrap().mime,
+        "application/json"
+    );
     let font = w.lookup(b"/assets/font.woff2").unwrap();
     assert_eq!(&*font.mime, "font/woff2");
     assert_eq!(font.reps.len(), 1, "no variants for compressed types");
@@ -68,13 +84,21 @@ fn unusual_names_ls_and_verify() {
     let ls = run(&["ls".as_ref(), out.as_os_str()]);
     assert!(ls.status.success());
     let ls = String::from_utf8_lossy(&ls.stdout);
-    assert!(ls.contains("/ünïcødé/日本.html") && ls.contains("text/css") && ls.contains("gzip:"), "{ls}");
+    assert!(
+        ls.contains("/ünïcødé/日本.html") && ls.contains("text/css") && ls.contains("gzip:"),
+        "{ls}"
+    );
     let v = run(&["verify".as_ref(), out.as_os_str()]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
 
     // Flip one body byte: verify names the object and fails.
     let mut bytes = std::fs::read(&out).unwrap();
-    let at = w.lookup(b"/with space.txt").unwrap().identity().unwrap().body_off() as usize;
+    let at = w
+        .lookup(b"/with space.txt")
+        .unwrap()
+        .identity()
+        .unwrap()
+        .body_off() as usize;
     bytes[at] ^= 0x20;
     let bad = dir.path().join("bad.webroot");
     std::fs::write(&bad, &bytes).unwrap();
@@ -93,7 +117,13 @@ fn unusual_names_ls_and_verify() {
 fn deterministic_and_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    write_tree(&src, &[("a.html", "<p>x</p>".repeat(100).as_bytes()), ("b/c.txt", b"c")]);
+    write_tree(
+        &src,
+        &[
+            ("a.html", "<p>x</p>".repeat(100).as_bytes()),
+            ("b/c.txt", b"c"),
+        ],
+    );
     let one = dir.path().join("one.webroot");
     let two = dir.path().join("two.webroot");
     mkroot(&src, &one, &[]);
@@ -109,7 +139,10 @@ fn deterministic_and_atomic() {
     let o = run(&[src.as_os_str(), one.as_os_str()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("pipe") && err.contains("special file"), "{err}");
+    assert!(
+        err.contains("pipe") && err.contains("special file"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&one).unwrap(), before);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -129,7 +162,10 @@ fn symlinks_and_unreadable_files() {
     let out = dir.path().join("o.webroot");
     mkroot(&src, &out, &[]);
     let w = Webroot::open(&out).unwrap();
-    assert_eq!(w.body(w.lookup(b"/link.txt").unwrap().identity().unwrap()), b"inside");
+    assert_eq!(
+        w.body(w.lookup(b"/link.txt").unwrap().identity().unwrap()),
+        b"inside"
+    );
     assert!(w.lookup(b"/linkdir/file.txt").is_some());
 
     let outside = dir.path().join("outside.txt");
@@ -138,7 +174,10 @@ fn symlinks_and_unreadable_files() {
     let o = run(&[src.as_os_str(), out.as_os_str()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("escape.txt") && err.contains("outside"), "{err}");
+    assert!(
+        err.contains("escape.txt") && err.contains("outside"),
+        "{err}"
+    );
     std::fs::remove_file(src.join("escape.txt")).unwrap();
 
     // Unreadable files are named (only meaningful when not root: root reads anything).
@@ -156,13 +195,34 @@ fn symlinks_and_unreadable_files() {
 fn mime_types_override_and_dotfiles_option() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    write_tree(&src, &[("a.css", b"x"), ("b.weird", b"y"), (".well-known/security.txt", b"z")]);
+    write_tree(
+        &src,
+        &[
+            ("a.css", b"x"),
+            ("b.weird", b"y"),
+            (".well-known/security.txt", b"z"),
+        ],
+    );
     let types = dir.path().join("mime.types");
     std::fs::write(&types, "# local\ntext/x-weird weird\ntext/x-special css\n").unwrap();
     let out = dir.path().join("o.webroot");
-    mkroot(&src, &out, &["--mime-types", types.to_str().unwrap(), "--include-dotfiles"]);
+    mkroot(
+        &src,
+        &out,
+        &[
+            "--mime-types",
+            types.to_str().unwrap(),
+            "--include-dotfiles",
+        ],
+    );
     let w = Webroot::open(&out).unwrap();
-    assert_eq!(&*w.lookup(b"/a.css").unwrap().mime, "text/x-special; charset=utf-8");
-    assert_eq!(&*w.lookup(b"/b.weird").unwrap().mime, "text/x-weird; charset=utf-8");
+    assert_eq!(
+        &*w.lookup(b"/a.css").unwrap().mime,
+        "text/x-special; charset=utf-8"
+    );
+    assert_eq!(
+        &*w.lookup(b"/b.weird").unwrap().mime,
+        "text/x-weird; charset=utf-8"
+    );
     assert!(w.lookup(b"/.well-known/security.txt").is_some());
 }

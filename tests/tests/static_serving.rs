@@ -32,7 +32,10 @@ fn site() -> Site {
     write_tree(
         &src,
         &[
-            ("index.html", b"<!doctype html><title>home</title><p>Hello</p>"),
+            (
+                "index.html",
+                b"<!doctype html><title>home</title><p>Hello</p>",
+            ),
             ("style.css", css.as_bytes()),
             ("app.js", b"export const x = 1;\n"),
             ("data.json", b"{\"ok\":true}"),
@@ -47,7 +50,13 @@ fn site() -> Site {
     std::fs::create_dir(&vhosts).unwrap();
     mkroot(&src, &vhosts.join("__default__"), &[]);
     let other = dir.path().join("other");
-    write_tree(&other, &[("index.html", b"other host"), (".errors/404.html", b"<p>custom missing page</p>")]);
+    write_tree(
+        &other,
+        &[
+            ("index.html", b"other host"),
+            (".errors/404.html", b"<p>custom missing page</p>"),
+        ],
+    );
     mkroot(&other, &vhosts.join("other.example"), &[]);
     Site {
         _dir: dir,
@@ -66,7 +75,10 @@ fn each_model(f: impl Fn(&Httpd, &Path)) {
 }
 
 fn get(h: &Httpd, path: &str, headers: &str) -> tests::Response {
-    request(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"))
+    request(
+        h.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"),
+    )
 }
 
 #[test]
@@ -87,7 +99,10 @@ fn bytes_and_headers_per_type() {
             let want = std::fs::read(src.join(&path[1..])).unwrap();
             assert_eq!(r.body.len(), want.len(), "{path}");
             assert!(r.body == want, "{path}: body differs");
-            assert_eq!(r.header("content-length"), Some(want.len().to_string().as_str()));
+            assert_eq!(
+                r.header("content-length"),
+                Some(want.len().to_string().as_str())
+            );
             let etag = r.header("etag").unwrap();
             assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"));
             assert!(r.header("last-modified").unwrap().ends_with(" GMT"));
@@ -108,7 +123,13 @@ fn head_has_same_headers_and_no_body() {
         let hd = c.exchange("HEAD /style.css HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(hd.status, 200);
         assert!(hd.body.is_empty());
-        for name in ["content-type", "content-length", "etag", "last-modified", "vary"] {
+        for name in [
+            "content-type",
+            "content-length",
+            "etag",
+            "last-modified",
+            "vary",
+        ] {
             assert_eq!(g.header(name), hd.header(name), "{name}");
         }
         // The connection is still in sync: the HEAD sent no body.
@@ -130,13 +151,22 @@ fn conditional_requests() {
             ("If-None-Match: *\r\n".into(), 304),
             ("If-None-Match: \"nope\"\r\n".into(), 200),
             (format!("If-Modified-Since: {lm}\r\n"), 304),
-            ("If-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n".into(), 200),
-            (format!("If-None-Match: \"nope\"\r\nIf-Modified-Since: {lm}\r\n"), 200),
+            (
+                "If-Modified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n".into(),
+                200,
+            ),
+            (
+                format!("If-None-Match: \"nope\"\r\nIf-Modified-Since: {lm}\r\n"),
+                200,
+            ),
             ("If-Match: \"nope\"\r\n".into(), 412),
             (format!("If-Match: {etag}\r\n"), 200),
             (format!("If-Match: W/{etag}\r\n"), 412),
             ("If-Match: *\r\n".into(), 200),
-            ("If-Unmodified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n".into(), 412),
+            (
+                "If-Unmodified-Since: Thu, 01 Jan 1998 00:00:00 GMT\r\n".into(),
+                412,
+            ),
             (format!("If-Unmodified-Since: {lm}\r\n"), 200),
             ("If-Modified-Since: not a date\r\n".into(), 200),
         ];
@@ -159,28 +189,45 @@ fn ranges() {
         let len = big.len();
         let r = get(h, "/big.bin", "Range: bytes=100-199\r\n");
         assert_eq!(r.status, 206);
-        assert_eq!(r.header("content-range"), Some(format!("bytes 100-199/{len}").as_str()));
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes 100-199/{len}").as_str())
+        );
         assert_eq!(r.body, &big[100..200]);
         let r = get(h, "/big.bin", "Range: bytes=-500\r\n");
         assert_eq!(r.status, 206);
         assert_eq!(r.body, &big[len - 500..]);
-        let r = get(h, "/big.bin", &format!("Range: bytes={}-\r\n", len - 70_000));
+        let r = get(
+            h,
+            "/big.bin",
+            &format!("Range: bytes={}-\r\n", len - 70_000),
+        );
         assert_eq!(r.status, 206);
         assert!(r.body == big[len - 70_000..]);
         let r = get(h, "/big.bin", &format!("Range: bytes={len}-\r\n"));
         assert_eq!(r.status, 416);
-        assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes */{len}").as_str())
+        );
         let r = get(h, "/big.bin", "Range: bytes=0-1,10-20\r\n");
         assert_eq!(r.status, 200, "multiple ranges: full representation");
         assert_eq!(r.body.len(), len);
         let etag = r.header("etag").unwrap().to_string();
-        let r = get(h, "/big.bin", &format!("Range: bytes=0-9\r\nIf-Range: {etag}\r\n"));
+        let r = get(
+            h,
+            "/big.bin",
+            &format!("Range: bytes=0-9\r\nIf-Range: {etag}\r\n"),
+        );
         assert_eq!(r.status, 206);
         let r = get(h, "/big.bin", "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n");
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), len);
         // HEAD ignores Range.
-        let r = request(h.addr, "HEAD /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n");
+        let r = request(
+            h.addr,
+            "HEAD /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(r.status, 200);
         // curl's own range handling.
         let o = curl(&["-r", "5-9", &h.url("/index.html")]);
@@ -192,7 +239,9 @@ fn decode(enc: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     match enc {
         "gzip" => {
-            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         "br" => {
             brotli::BrotliDecompress(&mut &body[..], &mut out).unwrap();
@@ -226,14 +275,22 @@ fn content_negotiation() {
             etags.insert((got.to_string(), r.header("etag").unwrap().to_string()));
         }
         let distinct: std::collections::HashSet<_> = etags.iter().map(|(_, e)| e).collect();
-        assert_eq!(distinct.len(), 4, "each variant has its own ETag: {etags:?}");
+        assert_eq!(
+            distinct.len(),
+            4,
+            "each variant has its own ETag: {etags:?}"
+        );
         // curl --compressed gets the original back.
         let o = curl(&["--compressed", &h.url("/style.css")]);
         assert_eq!(o.stdout, css);
         // A 304 on the variant's own ETag.
         let r = get(h, "/style.css", "Accept-Encoding: gzip\r\n");
         let e = r.header("etag").unwrap().to_string();
-        let r = get(h, "/style.css", &format!("Accept-Encoding: gzip\r\nIf-None-Match: {e}\r\n"));
+        let r = get(
+            h,
+            "/style.css",
+            &format!("Accept-Encoding: gzip\r\nIf-None-Match: {e}\r\n"),
+        );
         assert_eq!(r.status, 304);
     });
 }
@@ -243,32 +300,70 @@ fn routing_and_paths() {
     each_model(|h, _| {
         let a = h.addr;
         let body = |req: &str| request(a, req).body;
-        assert_eq!(body("GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n"), b"other host");
-        assert_eq!(body("GET / HTTP/1.1\r\nHost: OTHER.Example:8080\r\nConnection: close\r\n\r\n"), b"other host");
-        assert_eq!(body("GET / HTTP/1.1\r\nHost: other.example.\r\nConnection: close\r\n\r\n"), b"other host");
-        assert!(body("GET / HTTP/1.1\r\nHost: unknown\r\nConnection: close\r\n\r\n").starts_with(b"<!doctype html><title>home"));
         assert_eq!(
-            body("GET http://other.example/ HTTP/1.1\r\nHost: unknown\r\nConnection: close\r\n\r\n"),
+            body("GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n"),
+            b"other host"
+        );
+        assert_eq!(
+            body("GET / HTTP/1.1\r\nHost: OTHER.Example:8080\r\nConnection: close\r\n\r\n"),
+            b"other host"
+        );
+        assert_eq!(
+            body("GET / HTTP/1.1\r\nHost: other.example.\r\nConnection: close\r\n\r\n"),
+            b"other host"
+        );
+        assert!(
+            body("GET / HTTP/1.1\r\nHost: unknown\r\nConnection: close\r\n\r\n")
+                .starts_with(b"<!doctype html><title>home")
+        );
+        assert_eq!(
+            body(
+                "GET http://other.example/ HTTP/1.1\r\nHost: unknown\r\nConnection: close\r\n\r\n"
+            ),
             b"other host",
             "absolute-form host wins"
         );
         assert!(body("GET / HTTP/1.0\r\n\r\n").starts_with(b"<!doctype html><title>home"));
         // Directory redirect, with query kept; dir/ serves its index.
-        let r = request(a, "GET /docs?x=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let r = request(
+            a,
+            "GET /docs?x=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(r.status, 301);
         assert_eq!(r.header("location"), Some("/docs/?x=1"));
-        assert_eq!(body("GET /docs/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), b"<p>docs</p>");
+        assert_eq!(
+            body("GET /docs/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+            b"<p>docs</p>"
+        );
         // Normalisation and refusals.
-        assert_eq!(body("GET /docs/../data.json?q HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), b"{\"ok\":true}");
-        assert_eq!(body("GET /%64ata.json HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), b"{\"ok\":true}");
+        assert_eq!(
+            body("GET /docs/../data.json?q HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+            b"{\"ok\":true}"
+        );
+        assert_eq!(
+            body("GET /%64ata.json HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+            b"{\"ok\":true}"
+        );
         for bad in ["/../etc/passwd", "/%2e%2e/x", "/a%00b", "/a%zz", "/%0a"] {
-            let r = request(a, &format!("GET {bad} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+            let r = request(
+                a,
+                &format!("GET {bad} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+            );
             assert_eq!(r.status, 400, "{bad}");
         }
         // Custom error page of a host, built-in otherwise.
-        let r = request(a, "GET /missing HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n");
-        assert_eq!((r.status, r.body.as_slice()), (404, &b"<p>custom missing page</p>"[..]));
-        let r = request(a, "GET /missing HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        let r = request(
+            a,
+            "GET /missing HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (404, &b"<p>custom missing page</p>"[..])
+        );
+        let r = request(
+            a,
+            "GET /missing HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        );
         assert_eq!(r.status, 404);
         assert!(String::from_utf8_lossy(&r.body).contains("404 Not Found"));
     });
@@ -285,7 +380,12 @@ fn error_codes_and_closing() {
         assert_eq!(r.header("allow"), Some("GET, HEAD"));
         let r = c.exchange("DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(r.status, 405);
-        assert_eq!(c.exchange("GET /data.json HTTP/1.1\r\nHost: h\r\n\r\n").status, 200, "body skipped, still in sync");
+        assert_eq!(
+            c.exchange("GET /data.json HTTP/1.1\r\nHost: h\r\n\r\n")
+                .status,
+            200,
+            "body skipped, still in sync"
+        );
         let cases: Vec<(Vec<u8>, u16)> = vec![
             (b"GARBAGE\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
@@ -301,7 +401,12 @@ fn error_codes_and_closing() {
             let mut c = Raw::connect(a);
             c.send(&req);
             let r = c.response(false);
-            assert_eq!(r.status, want, "{:?}", String::from_utf8_lossy(&req[..req.len().min(60)]));
+            assert_eq!(
+                r.status,
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&req[..req.len().min(60)])
+            );
             assert_eq!(r.header("connection"), Some("close"));
             assert!(c.closed(), "connection closed after {want}");
         }
@@ -312,7 +417,15 @@ fn error_codes_and_closing() {
 fn pipelining_and_keep_alive() {
     each_model(|h, src| {
         let mut c = Raw::connect(h.addr);
-        let paths = ["/index.html", "/style.css", "/missing", "/data.json", "/big.bin", "/app.js", "/docs"];
+        let paths = [
+            "/index.html",
+            "/style.css",
+            "/missing",
+            "/data.json",
+            "/big.bin",
+            "/app.js",
+            "/docs",
+        ];
         let mut batch = String::new();
         for p in paths {
             batch.push_str(&format!("GET {p} HTTP/1.1\r\nHost: h\r\n\r\n"));
@@ -345,7 +458,11 @@ fn pipelining_and_keep_alive() {
         let mut c = Raw::connect(h.addr);
         let r = c.exchange("GET /data.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert_eq!(r.header("connection"), Some("keep-alive"));
-        assert_eq!(c.exchange("GET /data.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").status, 200);
+        assert_eq!(
+            c.exchange("GET /data.json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .status,
+            200
+        );
     });
 }
 
