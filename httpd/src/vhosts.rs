@@ -151,8 +151,16 @@ impl Registry {
             let id = match file_id(&path) {
                 Ok(id) => id,
                 Err(err) => {
-                    if st.failed.get(&name).is_none() && !st.loaded.contains_key(&name) {
+                    if !st.failed.contains_key(&name) && !st.loaded.contains_key(&name) {
                         tracing::error!("vhost {}: {err}", path.display());
+                        // Logged once: a sentinel identity no real file has.
+                        let none = FileId {
+                            dev: 0,
+                            ino: 0,
+                            size: 0,
+                            mtime_ns: 0,
+                        };
+                        st.failed.insert(name.clone(), none);
                     }
                     // A dangling symlink mid-swap: keep what is loaded.
                     seen.push(name);

@@ -184,7 +184,8 @@ fn symlinks_and_unreadable_files() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(src.join("x.txt"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(src.join("x.txt"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
         let o = run(&[src.as_os_str(), out.as_os_str()]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("x.txt"));

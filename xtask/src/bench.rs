@@ -1,9 +1,481 @@
-//! `cargo xtask bench`: httpd against nginx with wrk.
+//! `cargo xtask bench`: httpd against Debian's nginx on the same corpus, each pinned to CPU 0,
+//! wrk pinned to CPU 1. Every response is checked (status and length) in wrk's Lua hook, so a
+//! broken server cannot look fast. Server CPU per request comes from the server's own
+//! /proc/PID/stat (utime + stime of every process of the server).
 
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
-pub fn bench(_seconds: u32, _output: Option<&Path>) -> Result<()> {
-    bail!("the benchmark arrives with the server (issue 3)")
+use crate::cmd;
+
+const HTTPD_PORT: u16 = 18_081;
+const NGINX_PORT: u16 = 18_082;
+const SMALL_FILES: usize = 1000;
+
+struct Scenario {
+    name: &'static str,
+    /// Paths requested (cycled), with their expected lengths.
+    paths: Vec<(String, usize)>,
+    connections: u32,
+    close: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Measure {
+    requests: u64,
+    bytes: u64,
+    errors: u64,
+    p50_us: f64,
+    p99_us: f64,
+    seconds: f64,
+    cpu_us: f64,
+}
+
+impl Measure {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    fn mibs(&self) -> f64 {
+        self.bytes as f64 / self.seconds / (1024.0 * 1024.0)
+    }
+    fn cpu_per_req(&self) -> f64 {
+        self.cpu_us / self.requests.max(1) as f64
+    }
+}
+
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// The corpus: 1,000 small files (100 B to 16 KiB), 1 MiB, 64 MiB.
+fn corpus(dir: &Path) -> Result<Vec<(String, usize)>> {
+    let mut files = Vec::new();
+    let mut r = rng(42);
+    std::fs::create_dir_all(dir.join("small"))?;
+    for i in 0..SMALL_FILES {
+        let len = 100 + (r() % (16 * 1024 - 100)) as usize;
+        let body: Vec<u8> = (0..len).map(|_| b'a' + (r() % 26) as u8).collect();
+        let name = format!("small/f{i:04}.html");
+        std::fs::write(dir.join(&name), body)?;
+        files.push((format!("/{name}"), len));
+    }
+    for (name, len) in [("1m.bin", 1usize << 20), ("64m.bin", 64 << 20)] {
+        let mut r = rng(len as u64);
+        let body: Vec<u8> = (0..len / 8).flat_map(|_| r().to_le_bytes()).collect();
+        std::fs::write(dir.join(name), body)?;
+        files.push((format!("/{name}"), len));
+    }
+    Ok(files)
+}
+
+fn lua(s: &Scenario) -> String {
+    let mut paths = String::new();
+    let mut lens = String::new();
+    for (p, l) in &s.paths {
+        let _ = write!(paths, "\"{p}\",");
+        let _ = write!(lens, "[{l}]=true,");
+    }
+    let close = if s.close {
+        "wrk.headers[\"Connection\"] = \"close\""
+    } else {
+        ""
+    };
+    format!(
+        r#"
+local paths = {{{paths}}}
+local lens = {{{lens}}}
+{close}
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  idx = math.random(#paths)
+  bad = 0
+  checked = 0
+  bytes = 0
+end
+function request()
+  idx = idx % #paths + 1
+  return wrk.format("GET", paths[idx])
+end
+function response(status, headers, body)
+  checked = checked + 1
+  bytes = bytes + #body
+  local cl = tonumber(headers["Content-Length"] or headers["content-length"] or -1)
+  if status ~= 200 or cl ~= #body or not lens[#body] then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b, c, by = 0, 0, 0
+  for _, t in ipairs(threads) do
+    b = b + t:get("bad")
+    c = c + t:get("checked")
+    by = by + t:get("bytes")
+  end
+  b = b + summary.errors.status + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT requests=%d bytes=%d errors=%d checked=%d p50=%f p99=%f duration=%d\n",
+    summary.requests, by, b, c, latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"#
+    )
+}
+
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+fn pids_of(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    if let Ok(o) = Command::new("pgrep")
+        .args(["-P", &root.to_string()])
+        .output()
+    {
+        pids.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok()),
+        );
+    }
+    pids
+}
+
+fn run_wrk(port: u16, s: &Scenario, script: &Path, seconds: u32, server: u32) -> Result<Measure> {
+    let pids = pids_of(server);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let before = cpu_ticks(&pids);
+    let started = Instant::now();
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{}", s.connections))
+        .arg(format!("-d{seconds}s"))
+        .args(["--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("run wrk")?;
+    let _elapsed = started.elapsed();
+    let cpu = (cpu_ticks(&pids) - before) as f64 / hz * 1e6;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .with_context(|| {
+            format!(
+                "wrk printed no result: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let mut m = Measure {
+        cpu_us: cpu,
+        ..Measure::default()
+    };
+    let mut duration_us = 0f64;
+    for kv in line["RESULT ".len()..].split_whitespace() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "0"));
+        let v: f64 = v.parse().unwrap_or(0.0);
+        match k {
+            "requests" => m.requests = v as u64,
+            "bytes" => m.bytes = v as u64,
+            "errors" => m.errors = v as u64,
+            "p50" => m.p50_us = v,
+            "p99" => m.p99_us = v,
+            "duration" => duration_us = v,
+            _ => {}
+        }
+    }
+    m.seconds = duration_us / 1e6;
+    Ok(m)
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port}")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_httpd(bin: &Path, vhosts: &Path, io: &str) -> Result<Server> {
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin.join("httpd"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{HTTPD_PORT}"),
+            "--workers",
+            "1",
+            "--ebpf",
+            "off",
+            "--io",
+            io,
+        ])
+        .arg(vhosts)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start httpd")?;
+    let s = Server(child);
+    wait_port(HTTPD_PORT)?;
+    Ok(s)
+}
+
+fn start_nginx(dir: &Path, root: &Path) -> Result<Server> {
+    let conf = dir.join("nginx.conf");
+    std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+    std::fs::write(
+        &conf,
+        format!(
+            r#"worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+    client_body_temp_path {dir}/nginx-tmp;
+    proxy_temp_path {dir}/nginx-tmp;
+    fastcgi_temp_path {dir}/nginx-tmp;
+    uwsgi_temp_path {dir}/nginx-tmp;
+    scgi_temp_path {dir}/nginx-tmp;
+    types {{ text/html html; application/octet-stream bin; }}
+    server {{
+        listen 127.0.0.1:{NGINX_PORT} reuseport;
+        root {root};
+    }}
+}}
+"#,
+            dir = dir.display(),
+            root = root.display()
+        ),
+    )?;
+    let child = Command::new("taskset")
+        .args(["-c", "0", "nginx", "-c"])
+        .arg(&conf)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start nginx")?;
+    let s = Server(child);
+    wait_port(NGINX_PORT)?;
+    Ok(s)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let nginx = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {} CPUs, Linux {kernel}, {nginx}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
+pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
+    for tool in ["wrk", "nginx", "taskset"] {
+        if !cmd::on_path(tool) && !Path::new("/usr/sbin").join(tool).exists() {
+            bail!("{tool} not installed: run `cargo xtask setup`");
+        }
+    }
+    crate::build()?;
+    let root = cmd::root();
+    let bin = root.join("target/release");
+    let work: PathBuf = root.join("target/bench");
+    let src = work.join("corpus");
+    let _ = std::fs::remove_dir_all(&src);
+    let files = corpus(&src)?;
+    let vhosts = work.join("vhosts");
+    std::fs::create_dir_all(&vhosts)?;
+    cmd::run(
+        Command::new(bin.join("mkroot"))
+            .arg("--no-compress")
+            .arg(&src)
+            .arg(vhosts.join("__default__")),
+    )?;
+    let small: Vec<(String, usize)> = files[..SMALL_FILES].to_vec();
+    let one = vec![small[0].clone()];
+    let scenarios = vec![
+        Scenario {
+            name: "small file, 64 keep-alive conns",
+            paths: one.clone(),
+            connections: 64,
+            close: false,
+        },
+        Scenario {
+            name: "1,000 distinct files, 64 conns",
+            paths: small.clone(),
+            connections: 64,
+            close: false,
+        },
+        Scenario {
+            name: "1 MiB file, 8 conns",
+            paths: vec![files[SMALL_FILES].clone()],
+            connections: 8,
+            close: false,
+        },
+        Scenario {
+            name: "64 MiB file, 2 conns",
+            paths: vec![files[SMALL_FILES + 1].clone()],
+            connections: 2,
+            close: false,
+        },
+        Scenario {
+            name: "connection per request, small file",
+            paths: one,
+            connections: 16,
+            close: true,
+        },
+    ];
+    let mut rows = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let script = work.join(format!("scenario{i}.lua"));
+        std::fs::write(&script, lua(s))?;
+        let h = {
+            let _srv = start_httpd(&bin, &vhosts, "sendfile")?;
+            let srv_pid = _srv.0.id();
+            // Warm up, then measure.
+            run_wrk(HTTPD_PORT, s, &script, 1, srv_pid)?;
+            run_wrk(HTTPD_PORT, s, &script, seconds, srv_pid)?
+        };
+        let n = {
+            let _srv = start_nginx(&work, &src)?;
+            let srv_pid = _srv.0.id();
+            run_wrk(NGINX_PORT, s, &script, 1, srv_pid)?;
+            run_wrk(NGINX_PORT, s, &script, seconds, srv_pid)?
+        };
+        eprintln!(
+            "xtask bench: {}: httpd {:.0} req/s {:.1} us/req, nginx {:.0} req/s {:.1} us/req",
+            s.name,
+            h.rps(),
+            h.cpu_per_req(),
+            n.rps(),
+            n.cpu_per_req()
+        );
+        rows.push((s.name, h, n));
+    }
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Run of `cargo xtask bench --seconds {seconds}` on {}.",
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "Date: {}. Server pinned to CPU 0, wrk (1 thread) to CPU 1; httpd `--workers 1 --io sendfile`, nginx 1 worker with sendfile, open_file_cache, access log off. Every response checked (status, length).\n",
+        today()
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | CPU us/req | errors |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    for (name, h, n) in &rows {
+        for (who, m) in [("httpd", h), ("nginx", n)] {
+            let _ = writeln!(
+                md,
+                "| {name} | {who} | {:.0} | {:.1} | {:.3} | {:.3} | {:.1} | {} |",
+                m.rps(),
+                m.mibs(),
+                m.p50_us / 1000.0,
+                m.p99_us / 1000.0,
+                m.cpu_per_req(),
+                m.errors
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nRatios (httpd / nginx): CPU per request (lower is better), throughput and p99 latency.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | CPU/req ratio | req/s ratio | MiB/s ratio | p99 ratio |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for (name, h, n) in &rows {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            h.cpu_per_req() / n.cpu_per_req().max(1e-9),
+            h.rps() / n.rps().max(1e-9),
+            h.mibs() / n.mibs().max(1e-9),
+            h.p99_us / n.p99_us.max(1e-9)
+        );
+    }
+    println!("{md}");
+    if let Some(out) = output {
+        std::fs::write(out, &md).with_context(|| format!("write {}", out.display()))?;
+    }
+    let errors: u64 = rows.iter().map(|(_, h, n)| h.errors + n.errors).sum();
+    if errors > 0 {
+        bail!("{errors} responses failed the check");
+    }
+    Ok(())
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

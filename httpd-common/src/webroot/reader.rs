@@ -119,7 +119,7 @@ fn section(
     let end = off
         .checked_add(len)
         .ok_or_else(|| ctx.bad(name, "offset overflow"))?;
-    if off < ALIGN || off % ALIGN != 0 || end > file_len {
+    if off < ALIGN || !off.is_multiple_of(ALIGN) || end > file_len {
         return Err(ctx.bad(
             name,
             format!("section {off}+{len} outside the file or unaligned"),
