@@ -52,6 +52,14 @@ pub struct Conn {
     discard: u64,
     state: State,
     eof: bool,
+    /// The socket may have unread input (last read was not short, or a new readable edge).
+    want_read: bool,
+    /// A write hit EAGAIN: the worker must watch for writability.
+    pub blocked_on_write: bool,
+    /// The worker registered this socket for writability.
+    pub watching_writes: bool,
+    /// The last request's body was not consumed (chunked, or Expect: 100-continue).
+    unread_input: bool,
     pub last_active: Instant,
     /// When the current (incomplete) request head began arriving.
     pub head_since: Option<Instant>,
@@ -69,6 +77,10 @@ impl Conn {
             discard: 0,
             state: State::Open,
             eof: false,
+            want_read: true,
+            blocked_on_write: false,
+            watching_writes: false,
+            unread_input: false,
             last_active: now,
             head_since: None,
         }
@@ -84,8 +96,11 @@ impl Conn {
     }
 
     /// Handles readiness. Returns false when the connection must be closed now.
-    pub fn drive(&mut self, ctx: &mut WorkerCtx<'_>) -> bool {
+    pub fn drive(&mut self, ctx: &mut WorkerCtx<'_>, readable: bool) -> bool {
         self.last_active = ctx.now;
+        if readable {
+            self.want_read = true;
+        }
         if self.state == State::Lingering {
             return self.linger();
         }
@@ -98,12 +113,18 @@ impl Conn {
             progress |= self.process(ctx);
             let before = self.out.pending();
             match self.out.flush(&self.sock, ctx.io) {
-                Ok(_) => {}
+                Ok(true) => {}
+                Ok(false) => self.blocked_on_write = true,
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;
             if self.out.is_empty() {
                 if self.state == State::Closing {
+                    // Linger only when input may still be unread: closing with unread data
+                    // would reset the connection and could destroy the last response.
+                    if self.start == self.end && self.discard == 0 && !self.unread_input {
+                        return false;
+                    }
                     return self.begin_linger();
                 }
                 if self.eof {
@@ -120,7 +141,11 @@ impl Conn {
     /// Reads what is available (up to the cap). Ok(true) if anything arrived.
     fn fill(&mut self) -> io::Result<bool> {
         let mut got = false;
-        while !self.eof && self.end - self.start < READ_CAP && self.state == State::Open {
+        while self.want_read
+            && !self.eof
+            && self.end - self.start < READ_CAP
+            && self.state == State::Open
+        {
             if self.start == self.end {
                 (self.start, self.end) = (0, 0);
             } else if self.end == self.rbuf.len() && self.start > 0 {
@@ -138,11 +163,19 @@ impl Conn {
             match self.sock.read(&mut self.rbuf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
+                    let short = self.end + n < self.rbuf.len();
                     self.end += n;
                     got = true;
+                    if short {
+                        // A short read drained the socket: the next edge tells us about more.
+                        self.want_read = false;
+                    }
                 }
                 Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::WouldBlock => {
+                        self.want_read = false;
+                        break;
+                    }
                     io::ErrorKind::Interrupted => {}
                     _ => return Err(e),
                 },
@@ -195,12 +228,15 @@ impl Conn {
                     self.start += head.len;
                     if a.close {
                         self.state = State::Closing;
+                        self.unread_input =
+                            head.framing() == Framing::Chunked || head.expect_continue;
                     }
                     progress = true;
                 }
                 Err(e) => {
                     answer::bad_head(e.status(), ctx.date, &mut self.out);
                     self.state = State::Closing;
+                    self.unread_input = true;
                     self.start = self.end;
                     progress = true;
                 }

@@ -13,6 +13,8 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     s.set_cloexec(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
+    // Best effort: without it accept simply happens earlier.
+    let _ = crate::sys::set_defer_accept(&s, 5);
     Ok(s.into())
 }
 

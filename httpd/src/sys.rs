@@ -52,3 +52,23 @@ pub fn shutdown_write(fd: RawFd) {
         libc::shutdown(fd, libc::SHUT_WR);
     }
 }
+
+/// TCP_DEFER_ACCEPT: the kernel completes accept only once the client sent data (or after
+/// `secs`), so a new connection usually has its request ready to read at once.
+pub fn set_defer_accept(sock: &impl AsRawFd, secs: i32) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -233,8 +233,11 @@ impl Registry {
     pub fn watch(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let mut watcher =
-            notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-                let _ = tx.send(());
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                // Our own scans open and read the directory: access events are not changes.
+                if !matches!(&res, Ok(e) if e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
             })
             .map_err(std::io::Error::other)?;
         watcher

@@ -73,6 +73,7 @@ impl Worker {
         let mut path_buf = Vec::with_capacity(256);
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
+        let mut fresh: Vec<usize> = Vec::new();
         loop {
             if let Err(e) = self
                 .poll
@@ -101,6 +102,7 @@ impl Worker {
                 }
                 if t.0 < nl {
                     if drain_deadline.is_none() {
+                        fresh.clear();
                         accept(
                             &mut listeners[t.0],
                             &mut conns,
@@ -108,7 +110,28 @@ impl Worker {
                             nl,
                             &shared,
                             now,
+                            &mut fresh,
                         );
+                        // Deferred accept: the request is usually there already; answer it
+                        // now instead of after another epoll round.
+                        for &key in &fresh {
+                            let Some(conn) = conns.get_mut(key) else {
+                                continue;
+                            };
+                            let mut ctx = WorkerCtx {
+                                table: &table,
+                                date: date.now(),
+                                clf_time: &clf,
+                                io: limits.io,
+                                now,
+                                path_buf: &mut path_buf,
+                            };
+                            if !conn.drive(&mut ctx, true) {
+                                close(&mut conns, key, &shared);
+                            } else if conn.blocked_on_write {
+                                watch_writes(&self.poll, &mut conns, key, nl, &shared);
+                            }
+                        }
                     }
                     continue;
                 }
@@ -118,14 +141,19 @@ impl Worker {
                 };
                 let mut ctx = WorkerCtx {
                     table: &table,
-                    date: date_str(&mut date),
+                    date: date.now(),
                     clf_time: &clf,
                     io: limits.io,
                     now,
                     path_buf: &mut path_buf,
                 };
-                if !conn.drive(&mut ctx) {
-                    close(&mut conns, key, &self.poll, &shared);
+                if !conn.drive(
+                    &mut ctx,
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                ) {
+                    close(&mut conns, key, &shared);
+                } else if conn.blocked_on_write {
+                    watch_writes(&self.poll, &mut conns, key, nl, &shared);
                 }
             }
             if shared.stop.load(Ordering::Acquire) && drain_deadline.is_none() {
@@ -152,7 +180,7 @@ impl Worker {
                     .map(|(k, _)| k)
                     .collect();
                 for k in expired {
-                    close(&mut conns, k, &self.poll, &shared);
+                    close(&mut conns, k, &shared);
                 }
             }
             if let Some(d) = drain_deadline
@@ -164,8 +192,27 @@ impl Worker {
     }
 }
 
-fn date_str(d: &mut DateCache) -> &str {
-    d.now()
+/// Watch writability only once a write has blocked (big bodies, slow readers): most
+/// connections never need it, and registering it costs an event per connection.
+fn watch_writes(poll: &Poll, conns: &mut Slab<Conn>, key: usize, nl: usize, shared: &Shared) {
+    let Some(conn) = conns.get_mut(key) else {
+        return;
+    };
+    if conn.watching_writes {
+        return;
+    }
+    conn.watching_writes = true;
+    if poll
+        .registry()
+        .reregister(
+            &mut conn.sock,
+            Token(key + nl),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .is_err()
+    {
+        close(conns, key, shared);
+    }
 }
 
 fn accept(
@@ -175,6 +222,7 @@ fn accept(
     nl: usize,
     shared: &Shared,
     now: Instant,
+    fresh: &mut Vec<usize>,
 ) {
     loop {
         match l.accept() {
@@ -188,12 +236,13 @@ fn accept(
                 let token = Token(entry.key() + nl);
                 if poll
                     .registry()
-                    .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
+                    .register(&mut sock, token, Interest::READABLE)
                     .is_err()
                 {
                     continue;
                 }
                 shared.open.fetch_add(1, Ordering::Relaxed);
+                fresh.push(entry.key());
                 entry.insert(Conn::new(sock, peer, now));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -207,9 +256,9 @@ fn accept(
     }
 }
 
-fn close(conns: &mut Slab<Conn>, key: usize, poll: &Poll, shared: &Shared) {
-    if let Some(mut c) = conns.try_remove(key) {
-        let _ = poll.registry().deregister(&mut c.sock);
+/// Closing the socket removes it from the epoll set (no epoll_ctl needed).
+fn close(conns: &mut Slab<Conn>, key: usize, shared: &Shared) {
+    if conns.try_remove(key).is_some() {
         shared.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

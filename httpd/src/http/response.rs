@@ -1,7 +1,5 @@
 //! Response heads and the built-in error pages.
 
-use std::io::Write;
-
 pub const SERVER: &str = concat!("httpd/", env!("CARGO_PKG_VERSION"));
 
 pub fn reason(status: u16) -> &'static str {
@@ -35,12 +33,21 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Status line, Server, Date and the Connection header a client of this version needs.
 pub fn prefix(buf: &mut Vec<u8>, status: u16, date: &str, keep_alive: bool, minor: u8) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        buf,
-        "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: {date}\r\n",
-        reason(status)
-    );
+    // Hot path: plain byte copies, no formatting machinery.
+    let digits = [
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(&digits);
+    buf.push(b' ');
+    buf.extend_from_slice(reason(status).as_bytes());
+    buf.extend_from_slice(b"\r\nServer: ");
+    buf.extend_from_slice(SERVER.as_bytes());
+    buf.extend_from_slice(b"\r\nDate: ");
+    buf.extend_from_slice(date.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     if !keep_alive {
         buf.extend_from_slice(b"Connection: close\r\n");
     } else if minor == 0 {
