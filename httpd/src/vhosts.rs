@@ -232,14 +232,13 @@ impl Registry {
     /// on a thread of its own, until the process exits.
     pub fn watch(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                // Our own scans open and read the directory: access events are not changes.
-                if !matches!(&res, Ok(e) if e.kind.is_access()) {
-                    let _ = tx.send(());
-                }
-            })
-            .map_err(std::io::Error::other)?;
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Our own scans open and read the directory: access events are not changes.
+            if !matches!(&res, Ok(e) if e.kind.is_access()) {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(std::io::Error::other)?;
         watcher
             .watch(&self.dir, notify::RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;

@@ -43,6 +43,10 @@ enum Task {
         /// Write the markdown table to this file as well.
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+        /// Instead of the server comparison: mkroot on a 100,000-file tree and a 1 GiB tree,
+        /// and webroot lookup cost against object count.
+        #[arg(long)]
+        mkroot_scale: bool,
     },
 }
 
@@ -54,7 +58,14 @@ fn main() -> Result<()> {
         Task::Build => build(),
         Task::Test { args } => test(&args),
         Task::Run { args } => run::run(&args),
-        Task::Bench { seconds, output } => bench::bench(seconds, output.as_deref()),
+        Task::Bench {
+            mkroot_scale: true,
+            output,
+            ..
+        } => bench::mkroot_scale(output.as_deref()),
+        Task::Bench {
+            seconds, output, ..
+        } => bench::bench(seconds, output.as_deref()),
     }
 }
 

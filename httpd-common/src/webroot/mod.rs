@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use headers::{etag_for, http_date};
 pub use layout::{ALIGN, Encoding, FORMAT_VERSION, MAGIC, MAX_REPS};
 pub use reader::{Kind, Object, Rep, VerifyProblem, Webroot};
-pub use writer::{Body, InputObject, InputRep, WriteOptions, WriteStats, write_webroot};
+pub use writer::{Body, InputObject, InputRep, WriteOptions, WriteStats, reseal, write_webroot};
 
 /// The 64-bit hash that keys the index. Stable across machines and versions of this crate.
 pub fn path_hash(path: &[u8]) -> u64 {

@@ -156,6 +156,12 @@ impl Webroot {
         })
     }
 
+    /// Runs every check of [`Webroot::open`] on bytes in memory (used by the fuzz target).
+    /// Returns the number of index entries.
+    pub fn validate_bytes(name: &Path, bytes: &[u8]) -> Result<usize> {
+        Self::validate(name, bytes).map(|(objects, ..)| objects.len())
+    }
+
     fn validate(path: &Path, m: &[u8]) -> Result<(Vec<Object>, usize, usize, u64)> {
         let ctx = Ctx { path };
         if m.len() < HEADER_LEN || m[H_MAGIC..H_MAGIC + 8] != MAGIC {

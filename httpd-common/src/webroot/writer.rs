@@ -386,3 +386,28 @@ impl<W: Write> Write for CountingWriter<'_, W> {
         self.inner.flush()
     }
 }
+
+/// Rewrites the file length and all checksums of a (possibly damaged) webroot image so that
+/// only structural validation can refuse it. For fuzzing and corruption tests: it lets them
+/// reach the checks behind the checksums.
+#[doc(hidden)]
+pub fn reseal(b: &mut [u8]) {
+    if b.len() < HEADER_LEN {
+        return;
+    }
+    put_u64(b, H_FILE_LEN, b.len() as u64);
+    let section = |b: &[u8], off: usize, len: usize| -> Option<u64> {
+        let o = usize::try_from(get_u64(b, off)).ok()?;
+        let l = usize::try_from(get_u64(b, len)).ok()?;
+        let e = o.checked_add(l)?;
+        b.get(o..e).map(xxhash_rust::xxh3::xxh3_64)
+    };
+    if let Some(s) = section(b, H_INDEX_OFF, H_INDEX_LEN) {
+        put_u64(b, H_INDEX_SUM, s);
+    }
+    if let Some(s) = section(b, H_META_OFF, H_META_LEN) {
+        put_u64(b, H_META_SUM, s);
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&b[..HEADER_SUM_AT]);
+    put_u64(b, HEADER_SUM_AT, sum);
+}
