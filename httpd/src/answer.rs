@@ -30,55 +30,65 @@ pub struct Answered {
 pub struct Ctx<'a> {
     pub date: &'a str,
     pub path_buf: &'a mut Vec<u8>,
+    /// An upstream is configured: what is not a static hit goes there.
+    pub forward: bool,
 }
 
 /// Answers one parsed request. `host` is the vhost chosen for it (None: no such host and no
-/// `__default__`).
+/// `__default__`). Returns None when the request is not a static hit and an upstream is
+/// configured: the caller forwards it.
 pub fn answer(
     h: &Head<'_>,
     host: Option<&Arc<Host>>,
     ctx: &mut Ctx<'_>,
     out: &mut OutQueue,
-) -> Answered {
-    // A body we will not read closes the connection after the answer: chunked bodies, and
-    // bodies announced with Expect: 100-continue (the client may never send them).
-    let mut keep = h.keep_alive;
-    match h.framing() {
-        Framing::Chunked => keep = false,
-        Framing::Length(_) if h.expect_continue => keep = false,
-        _ => {}
-    }
+) -> Option<Answered> {
     let r = Responder {
         h,
         host,
-        keep,
+        keep: keep_alive(h),
         date: ctx.date,
     };
+    match static_answer(&r, ctx, out) {
+        Some(a) => Some(a),
+        None if ctx.forward => None,
+        // No upstream: what a static server answers.
+        None if h.method() == Method::Other => Some(r.error(out, 405, "Allow: GET, HEAD\r\n")),
+        None => Some(r.error(out, 404, "")),
+    }
+}
+
+/// Whether the connection stays open after answering without reading the body: not for
+/// chunked bodies, nor for bodies announced with Expect: 100-continue (the client may never
+/// send them).
+fn keep_alive(h: &Head<'_>) -> bool {
+    match h.framing() {
+        Framing::Chunked => false,
+        Framing::Length(_) if h.expect_continue => false,
+        _ => h.keep_alive,
+    }
+}
+
+/// The answer from the webroot, or None for a miss (no host, no object, other methods).
+fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -> Option<Answered> {
+    let h = r.h;
     let target = match parse_target(h.target) {
         Ok(t) => t,
-        Err(_) => return r.error(out, 400, ""),
+        Err(_) => return Some(r.error(out, 400, "")),
     };
     if target.asterisk {
-        return if h.method_bytes == b"OPTIONS" {
-            r.simple(out, 200, "Allow: GET, HEAD\r\n", &[])
-        } else {
-            r.error(out, 400, "")
-        };
+        return None;
     }
-    let Some(host) = host else {
-        return r.error(out, 404, "");
-    };
+    let host = r.host?;
     if normalize_path(target.raw_path, ctx.path_buf).is_err() {
-        return r.error(out, 400, "");
+        return Some(r.error(out, 400, ""));
     }
     let method = h.method();
     if method == Method::Other {
-        return r.error(out, 405, "Allow: GET, HEAD\r\n");
+        return None;
     }
     let root = &host.root;
-    let Some(obj) = root.lookup(ctx.path_buf) else {
-        return r.error(out, 404, "");
-    };
+    let obj = root.lookup(ctx.path_buf)?;
     if obj.kind == Kind::Redirect {
         let mut loc = encode_path(ctx.path_buf);
         loc.push('/');
@@ -86,48 +96,38 @@ pub fn answer(
             loc.push('?');
             loc.push_str(&String::from_utf8_lossy(q));
         }
-        return r.error(out, 301, &format!("Location: {loc}\r\n"));
+        return Some(r.error(out, 301, &format!("Location: {loc}\r\n")));
     }
-    let Some(rep) = negotiate::choose(h.accept_encoding, obj) else {
-        return r.error(out, 404, "");
-    };
+    let rep = negotiate::choose(h.accept_encoding, obj)?;
     match conditional::evaluate(h, &rep.etag, obj.mtime) {
-        Outcome::Failed => return r.error(out, 412, ""),
-        Outcome::NotModified => return r.not_modified(out, obj, rep),
+        Outcome::Failed => return Some(r.error(out, 412, "")),
+        Outcome::NotModified => return Some(r.not_modified(out, obj, rep)),
         Outcome::Proceed => {}
     }
     if method == Method::Get
         && let Some(range) = h.range
-        && h.if_range
-            .is_none_or(|v| conditional::if_range_holds(v, &rep.etag, obj.mtime))
+        && h.if_range.is_none_or(|v| conditional::if_range_holds(v, &rep.etag, obj.mtime))
     {
         match range::decide(range, rep.body_len) {
             Decision::Full => {}
-            Decision::Partial { start, end } => return r.partial(out, root, obj, rep, start, end),
+            Decision::Partial { start, end } => return Some(r.partial(out, root, obj, rep, start, end)),
             Decision::Unsatisfiable => {
-                return r.error(
-                    out,
-                    416,
-                    &format!("Content-Range: bytes */{}\r\n", rep.body_len),
-                );
+                let cr = format!("Content-Range: bytes */{}\r\n", rep.body_len);
+                return Some(r.error(out, 416, &cr));
             }
         }
     }
     // The hit: dynamic prefix, then header block and body as one region of the file.
     let mut head = Vec::with_capacity(128);
-    prefix(&mut head, 200, r.date, keep, h.minor);
+    prefix(&mut head, 200, r.date, r.keep, h.minor);
     out.push_bytes(head);
-    let body = if method == Method::Head {
-        0
-    } else {
-        rep.body_len
-    };
+    let body = if method == Method::Head { 0 } else { rep.body_len };
     out.push_region(root, rep.hdr_off, u64::from(rep.hdr_len) + body);
-    Answered {
+    Some(Answered {
         status: 200,
         bytes: body,
-        close: !keep,
-    }
+        close: !r.keep,
+    })
 }
 
 /// Builds responses other than the plain hit.
@@ -232,6 +232,24 @@ impl Responder<'_, '_> {
         };
         let extra = format!("{extra}Content-Type: {mime}\r\n");
         self.simple(out, status, &extra, &body)
+    }
+}
+
+/// A gateway error (502, 504) or a 400 for a bad forwarded body, with the built-in page.
+pub fn gateway_error(status: u16, date: &str, keep: bool, minor: u8, out: &mut OutQueue) -> Answered {
+    let body = error_body(status);
+    let mut head = Vec::with_capacity(256 + body.len());
+    prefix(&mut head, status, date, keep, minor);
+    let _ = write!(
+        head,
+        "Content-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    out.push_bytes(head);
+    Answered {
+        status,
+        bytes: body.len() as u64,
+        close: !keep,
     }
 }
 

@@ -1,5 +1,6 @@
-//! One client connection: read, parse, answer in order (pipelining), write, keep alive.
-//! Driven by the worker's event loop (edge-triggered), never blocking.
+//! One client connection: read, parse, answer in order (pipelining), forward misses to the
+//! upstream, write, keep alive. Driven by the worker's event loop (edge-triggered), never
+//! blocking.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -10,17 +11,30 @@ use mio::net::TcpStream;
 
 use crate::accesslog::Record;
 use crate::answer::{self, Answered};
-use crate::http::request::{self, Framing, Head};
+use crate::forward::{Exchange, LogFields, Request, Step, UpCtx};
+use crate::http::proxy;
+use crate::http::request::{self, Framing, Head, Method};
 use crate::out::{IoModel, OutQueue};
 use crate::sys;
 use crate::vhosts::HostTable;
 
 /// Initial read buffer; it grows up to a full request head.
 const READ_BUF: usize = 8 * 1024;
-/// Stop reading ahead (pipelined requests) past this many buffered bytes.
+/// Stop reading ahead (pipelined requests, request bodies) past this many buffered bytes.
 const READ_CAP: usize = request::MAX_HEAD + 4096;
 /// Stop answering pipelined requests while this much output waits.
 const OUT_HIGH: u64 = 512 * 1024;
+/// Longest logged field kept for a forwarded request.
+const LOG_FIELD: usize = 1024;
+
+/// What the client socket's event said about reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readable {
+    No,
+    Yes,
+    /// Readable and the peer closed its write side.
+    Closed,
+}
 
 /// Everything a connection borrows from its worker while it runs.
 pub struct WorkerCtx<'a> {
@@ -30,6 +44,8 @@ pub struct WorkerCtx<'a> {
     pub io: IoModel,
     pub now: Instant,
     pub path_buf: &'a mut Vec<u8>,
+    /// The upstream side: None when no upstream is configured.
+    pub up: Option<UpCtx<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +76,17 @@ pub struct Conn {
     pub watching_writes: bool,
     /// The last request's body was not consumed (chunked, or Expect: 100-continue).
     unread_input: bool,
+    /// The peer shut its write side (EPOLLRDHUP seen).
+    peer_closed: bool,
     pub last_active: Instant,
     /// When the current (incomplete) request head began arriving.
     pub head_since: Option<Instant>,
+    /// The exchange with the upstream in progress, if any.
+    pub fwd: Option<Box<Exchange>>,
+}
+
+fn cut(v: &[u8]) -> Vec<u8> {
+    v[..v.len().min(LOG_FIELD)].to_vec()
 }
 
 impl Conn {
@@ -81,25 +105,38 @@ impl Conn {
             blocked_on_write: false,
             watching_writes: false,
             unread_input: false,
+            peer_closed: false,
             last_active: now,
             head_since: None,
+            fwd: None,
         }
     }
 
     /// Whether the connection sits between requests with nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && self.start == self.end && self.discard == 0
+        self.out.is_empty() && self.start == self.end && self.discard == 0 && self.fwd.is_none()
     }
 
     pub fn is_lingering(&self) -> bool {
         self.state == State::Lingering
     }
 
-    /// Handles readiness. Returns false when the connection must be closed now.
-    pub fn drive(&mut self, ctx: &mut WorkerCtx<'_>, readable: bool) -> bool {
+    /// Handles readiness of the client socket (`readable`) or of the upstream socket
+    /// (`up_ready`). Returns false when the connection must be closed now.
+    pub fn drive(&mut self, ctx: &mut WorkerCtx<'_>, readable: Readable, up_ready: Option<(bool, bool)>) -> bool {
         self.last_active = ctx.now;
-        if readable {
-            self.want_read = true;
+        match readable {
+            Readable::No => {}
+            Readable::Yes => self.want_read = true,
+            Readable::Closed => {
+                // The peer closed: data and FIN may have come in one edge, so read to EOF
+                // even after a short read.
+                self.want_read = true;
+                self.peer_closed = true;
+            }
+        }
+        if let (Some(f), Some((r, w))) = (self.fwd.as_mut(), up_ready) {
+            f.ready(r, w);
         }
         if self.state == State::Lingering {
             return self.linger();
@@ -110,7 +147,10 @@ impl Conn {
                 Ok(p) => progress |= p,
                 Err(_) => return false,
             }
-            progress |= self.process(ctx);
+            match self.process(ctx) {
+                Some(p) => progress |= p,
+                None => return false,
+            }
             let before = self.out.pending();
             match self.out.flush(&self.sock, ctx.io) {
                 Ok(true) => {}
@@ -119,6 +159,11 @@ impl Conn {
             }
             progress |= self.out.pending() != before;
             if self.out.is_empty() {
+                if let Some(f) = self.fwd.as_mut()
+                    && f.wants_client_shutdown()
+                {
+                    sys::shutdown_write(self.sock.as_raw_fd());
+                }
                 if self.state == State::Closing {
                     // Linger only when input may still be unread: closing with unread data
                     // would reset the connection and could destroy the last response.
@@ -127,7 +172,7 @@ impl Conn {
                     }
                     return self.begin_linger();
                 }
-                if self.eof {
+                if self.eof && self.fwd.is_none() {
                     // Everything answered that could be: a partial request at EOF is dropped.
                     return false;
                 }
@@ -138,14 +183,33 @@ impl Conn {
         }
     }
 
+    /// The upstream timeout passed with no response: answer 504. Returns false to close.
+    pub fn upstream_timeout(&mut self, ctx: &mut WorkerCtx<'_>, timeout: std::time::Duration) -> bool {
+        let Some(f) = &self.fwd else { return true };
+        if !f.timed_out(ctx.now, timeout) {
+            return true;
+        }
+        if let Some(up) = ctx.up.as_mut() {
+            up.pool.timeouts += 1;
+        }
+        let sent = f.sent_client();
+        let fwd = self.fwd.take();
+        if sent {
+            return false;
+        }
+        if let Some(f) = fwd {
+            let a = answer::gateway_error(504, ctx.date, false, f.log.minor, &mut self.out);
+            self.log_forwarded(&f.log, &a, ctx);
+        }
+        self.state = State::Closing;
+        self.unread_input = true;
+        self.drive(ctx, Readable::No, None)
+    }
+
     /// Reads what is available (up to the cap). Ok(true) if anything arrived.
     fn fill(&mut self) -> io::Result<bool> {
         let mut got = false;
-        while self.want_read
-            && !self.eof
-            && self.end - self.start < READ_CAP
-            && self.state == State::Open
-        {
+        while self.want_read && !self.eof && self.end - self.start < READ_CAP && self.state == State::Open {
             if self.start == self.end {
                 (self.start, self.end) = (0, 0);
             } else if self.end == self.rbuf.len() && self.start > 0 {
@@ -153,7 +217,7 @@ impl Conn {
                 (self.start, self.end) = (0, self.end - self.start);
             }
             if self.end == self.rbuf.len() {
-                // A long head: grow (the buffer is zeroed once, not per read).
+                // A long head or a body: grow (the buffer is zeroed once, not per read).
                 let grown = (self.rbuf.len() * 2).min(READ_CAP);
                 if grown <= self.end {
                     break;
@@ -166,7 +230,7 @@ impl Conn {
                     let short = self.end + n < self.rbuf.len();
                     self.end += n;
                     got = true;
-                    if short {
+                    if short && !self.peer_closed {
                         // A short read drained the socket: the next edge tells us about more.
                         self.want_read = false;
                     }
@@ -184,10 +248,18 @@ impl Conn {
         Ok(got)
     }
 
-    /// Parses and answers buffered requests while output has room. True if any progress.
-    fn process(&mut self, ctx: &mut WorkerCtx<'_>) -> bool {
+    /// Parses and answers buffered requests while output has room; pumps the exchange in
+    /// progress. Some(progress), or None to close the connection at once.
+    fn process(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<bool> {
         let mut progress = false;
         while self.state == State::Open && self.out.pending() < OUT_HIGH {
+            if self.fwd.is_some() {
+                if !self.pump(ctx)? {
+                    break;
+                }
+                progress = true;
+                continue;
+            }
             let avail = self.end - self.start;
             if self.discard > 0 {
                 let k = (avail as u64).min(self.discard);
@@ -213,25 +285,38 @@ impl Conn {
                 }
                 Ok(Some(head)) => {
                     self.head_since = None;
+                    progress = true;
                     let host = answer::route(&head, ctx.table);
                     let mut actx = answer::Ctx {
                         date: ctx.date,
                         path_buf: ctx.path_buf,
+                        forward: ctx.up.is_some(),
                     };
-                    let a = answer::answer(&head, host, &mut actx, &mut self.out);
-                    if let Some(log) = host.and_then(|h| h.log.as_ref()) {
-                        log.record(&record(&head, &a, self.peer, ctx.clf_time));
-                    }
+                    let Some(a) = answer::answer(&head, host, &mut actx, &mut self.out) else {
+                        // Not a static hit: forward it.
+                        let req = self.forward_request(&head, host.map(|h| h.name.clone()));
+                        self.start += head.len;
+                        let Some(up) = ctx.up.as_mut() else { return None };
+                        match Exchange::start(req, up, ctx.now) {
+                            Ok(x) => self.fwd = Some(Box::new(x)),
+                            Err(_) => {
+                                up.pool.failures += 1;
+                                let keep = head_keep(&head);
+                                let a = answer::gateway_error(502, ctx.date, keep, head.minor, &mut self.out);
+                                self.finish_request(&head, &a, host.and_then(|h| h.log.as_ref()), ctx);
+                            }
+                        }
+                        continue;
+                    };
+                    self.finish_request(&head, &a, host.and_then(|h| h.log.as_ref()), ctx);
                     if let Framing::Length(n) = head.framing() {
                         self.discard = n;
                     }
                     self.start += head.len;
                     if a.close {
                         self.state = State::Closing;
-                        self.unread_input =
-                            head.framing() == Framing::Chunked || head.expect_continue;
+                        self.unread_input = head.framing() == Framing::Chunked || head.expect_continue;
                     }
-                    progress = true;
                 }
                 Err(e) => {
                     answer::bad_head(e.status(), ctx.date, &mut self.out);
@@ -242,7 +327,110 @@ impl Conn {
                 }
             }
         }
-        progress
+        Some(progress)
+    }
+
+    fn finish_request(&self, head: &Head<'_>, a: &Answered, log: Option<&std::sync::Arc<crate::accesslog::AccessLog>>, ctx: &WorkerCtx<'_>) {
+        if let Some(log) = log {
+            log.record(&record(head, a, self.peer, ctx.clf_time));
+        }
+    }
+
+    fn forward_request(&self, head: &Head<'_>, host: Option<String>) -> Request<'static> {
+        let raw = &self.rbuf[self.start..self.start + head.len];
+        let mut up_head = Vec::with_capacity(head.len + 128);
+        proxy::upstream_request(raw, head, self.peer.ip(), &mut up_head);
+        let m = head.method_bytes;
+        Request {
+            head: up_head,
+            framing: head.framing(),
+            idempotent: matches!(head.method(), Method::Get | Method::Head)
+                || matches!(m, b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"),
+            client_minor: head.minor,
+            client_keep: head.keep_alive,
+            head_req: head.method() == Method::Head,
+            upgrade: head.upgrade,
+            log: LogFields {
+                method: cut(m),
+                target: cut(head.target),
+                minor: head.minor,
+                referer: head.referer.map(cut),
+                user_agent: head.user_agent.map(cut),
+                host,
+            },
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    /// Pumps the exchange. Some(true): it finished (the connection goes on with the next
+    /// request); Some(false): waiting; None: close the client now.
+    fn pump(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<bool> {
+        let up = ctx.up.as_mut()?;
+        let f = self.fwd.as_mut()?;
+        let mut consumed = 0;
+        let step = f.pump(&self.rbuf[self.start..self.end], &mut consumed, self.eof, &mut self.out, up, ctx.date);
+        self.start += consumed;
+        match step {
+            Step::Pending => Some(false),
+            Step::Abort => {
+                // Send what arrived, then close: the short body shows the truncation.
+                let f = self.fwd.take()?;
+                let a = Answered {
+                    status: 502,
+                    bytes: 0,
+                    close: true,
+                };
+                self.log_forwarded(&f.log, &a, ctx);
+                self.state = State::Closing;
+                Some(true)
+            }
+            Step::Done {
+                status,
+                bytes,
+                close_client,
+            } => {
+                let f = self.fwd.take()?;
+                let a = Answered {
+                    status,
+                    bytes,
+                    close: close_client,
+                };
+                self.log_forwarded(&f.log, &a, ctx);
+                if let Some(up) = ctx.up.as_mut() {
+                    f.finish(up);
+                }
+                if close_client {
+                    self.state = State::Closing;
+                    self.unread_input = true;
+                }
+                Some(true)
+            }
+            Step::Fail(status) => {
+                let f = self.fwd.take()?;
+                let a = answer::gateway_error(status, ctx.date, false, f.log.minor, &mut self.out);
+                self.log_forwarded(&f.log, &a, ctx);
+                self.state = State::Closing;
+                self.unread_input = true;
+                Some(true)
+            }
+        }
+    }
+
+    fn log_forwarded(&self, l: &LogFields, a: &Answered, ctx: &WorkerCtx<'_>) {
+        let host = l.host.as_deref().and_then(|n| ctx.table.find(Some(n.as_bytes())));
+        if let Some(log) = host.and_then(|h| h.log.as_ref()) {
+            log.record(&Record {
+                client: self.peer.ip(),
+                time: ctx.clf_time,
+                method: &l.method,
+                target: &l.target,
+                minor: l.minor,
+                status: a.status,
+                bytes: a.bytes,
+                referer: l.referer.as_deref(),
+                user_agent: l.user_agent.as_deref(),
+            });
+        }
     }
 
     /// All output written: shut the write side and drain input briefly, so the client gets
@@ -265,6 +453,10 @@ impl Conn {
             }
         }
     }
+}
+
+fn head_keep(h: &Head<'_>) -> bool {
+    h.keep_alive && h.framing() == Framing::None
 }
 
 fn record<'a>(h: &Head<'a>, a: &Answered, peer: SocketAddr, time: &'a str) -> Record<'a> {

@@ -9,6 +9,7 @@ pub mod answer;
 pub mod cli;
 pub mod conn;
 pub mod ebpf;
+pub mod forward;
 pub mod http;
 pub mod listen;
 pub mod out;

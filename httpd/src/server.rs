@@ -46,6 +46,10 @@ pub fn run(args: Args) -> Result<()> {
             header_timeout: args.header_timeout,
             max_connections: args.max_connections,
             drain: args.drain_timeout,
+            upstream: args.upstream.map(|addr| crate::forward::Upstream {
+                addr,
+                timeout: args.upstream_timeout,
+            }),
         },
         open: AtomicUsize::new(0),
         stop: AtomicBool::new(false),

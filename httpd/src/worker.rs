@@ -10,7 +10,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::accesslog::clf_time;
-use crate::conn::{Conn, WorkerCtx};
+use crate::conn::{Conn, Readable, WorkerCtx};
+use crate::forward::{Pool, UpCtx};
 use crate::http::date::DateCache;
 use crate::out::IoModel;
 use crate::vhosts::Registry;
@@ -27,6 +28,7 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub drain: Duration,
+    pub upstream: Option<crate::forward::Upstream>,
 }
 
 /// State shared by the workers and the main thread.
@@ -49,51 +51,45 @@ impl Worker {
         Ok(Worker { poll, waker })
     }
 
-    pub fn run(
-        mut self,
-        listeners: Vec<std::net::TcpListener>,
-        shared: Arc<Shared>,
-    ) -> std::io::Result<()> {
-        let mut listeners: Vec<TcpListener> =
-            listeners.into_iter().map(TcpListener::from_std).collect();
+    pub fn run(mut self, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) -> std::io::Result<()> {
+        let mut listeners: Vec<TcpListener> = listeners.into_iter().map(TcpListener::from_std).collect();
         let nl = listeners.len();
         for (i, l) in listeners.iter_mut().enumerate() {
-            self.poll
-                .registry()
-                .register(l, Token(i), Interest::READABLE)?;
+            self.poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
         let limits = shared.limits.clone();
-        let mut conns: Slab<Conn> = Slab::with_capacity(1024);
-        let mut events = Events::with_capacity(1024);
-        let mut date = DateCache::default();
-        let mut clf = String::new();
-        let mut clf_secs = u64::MAX;
+        let mut st = LoopState {
+            conns: Slab::with_capacity(1024),
+            date: DateCache::default(),
+            clf: String::new(),
+            clf_secs: u64::MAX,
+            table: shared.registry.table(),
+            path_buf: Vec::with_capacity(256),
+            pool: Pool::default(),
+            nl,
+        };
         let mut table_gen = shared.registry.generation();
-        let mut table = shared.registry.table();
-        let mut path_buf = Vec::with_capacity(256);
+        let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
         let mut fresh: Vec<usize> = Vec::new();
         loop {
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(500)))
-            {
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(500))) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
             let now = Instant::now();
-            date.now();
-            if date.secs() != clf_secs {
-                clf_secs = date.secs();
-                clf = clf_time(clf_secs);
+            st.date.now();
+            if st.date.secs() != st.clf_secs {
+                st.clf_secs = st.date.secs();
+                st.clf = clf_time(st.clf_secs);
             }
             let g = shared.registry.generation();
             if g != table_gen {
                 table_gen = g;
-                table = shared.registry.table();
+                st.table = shared.registry.table();
             }
             for ev in events.iter() {
                 let t = ev.token();
@@ -103,58 +99,28 @@ impl Worker {
                 if t.0 < nl {
                     if drain_deadline.is_none() {
                         fresh.clear();
-                        accept(
-                            &mut listeners[t.0],
-                            &mut conns,
-                            &self.poll,
-                            nl,
-                            &shared,
-                            now,
-                            &mut fresh,
-                        );
+                        accept(&mut listeners[t.0], &mut st.conns, &self.poll, nl, &shared, now, &mut fresh);
                         // Deferred accept: the request is usually there already; answer it
                         // now instead of after another epoll round.
                         for &key in &fresh {
-                            let Some(conn) = conns.get_mut(key) else {
-                                continue;
-                            };
-                            let mut ctx = WorkerCtx {
-                                table: &table,
-                                date: date.now(),
-                                clf_time: &clf,
-                                io: limits.io,
-                                now,
-                                path_buf: &mut path_buf,
-                            };
-                            if !conn.drive(&mut ctx, true) {
-                                close(&mut conns, key, &shared);
-                            } else if conn.blocked_on_write {
-                                watch_writes(&self.poll, &mut conns, key, nl, &shared);
-                            }
+                            st.drive(&self.poll, &shared, &limits, key, now, Ready::Client(Readable::Yes));
                         }
                     }
                     continue;
                 }
-                let key = t.0 - nl;
-                let Some(conn) = conns.get_mut(key) else {
-                    continue;
+                let key = (t.0 - nl) / 2;
+                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                let ready = if (t.0 - nl) % 2 == 1 {
+                    Ready::Upstream(readable, writable)
+                } else if ev.is_read_closed() || ev.is_error() {
+                    Ready::Client(Readable::Closed)
+                } else if readable {
+                    Ready::Client(Readable::Yes)
+                } else {
+                    Ready::Client(Readable::No)
                 };
-                let mut ctx = WorkerCtx {
-                    table: &table,
-                    date: date.now(),
-                    clf_time: &clf,
-                    io: limits.io,
-                    now,
-                    path_buf: &mut path_buf,
-                };
-                if !conn.drive(
-                    &mut ctx,
-                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                ) {
-                    close(&mut conns, key, &shared);
-                } else if conn.blocked_on_write {
-                    watch_writes(&self.poll, &mut conns, key, nl, &shared);
-                }
+                st.drive(&self.poll, &shared, &limits, key, now, ready);
             }
             if shared.stop.load(Ordering::Acquire) && drain_deadline.is_none() {
                 for l in &mut listeners {
@@ -163,33 +129,106 @@ impl Worker {
                 listeners.clear();
                 drain_deadline = Some(now + limits.drain);
             }
-            if now.duration_since(last_sweep) >= Duration::from_millis(500)
-                || drain_deadline.is_some()
-            {
+            if now.duration_since(last_sweep) >= Duration::from_millis(250) || drain_deadline.is_some() {
                 last_sweep = now;
-                let expired: Vec<usize> = conns
+                if let Some(u) = limits.upstream {
+                    let waiting: Vec<usize> = st
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.fwd.as_ref().is_some_and(|f| f.timed_out(now, u.timeout)))
+                        .map(|(k, _)| k)
+                        .collect();
+                    for key in waiting {
+                        st.drive(&self.poll, &shared, &limits, key, now, Ready::Timeout);
+                    }
+                }
+                let expired: Vec<usize> = st
+                    .conns
                     .iter()
                     .filter(|(_, c)| {
                         let idle = now.duration_since(c.last_active);
+                        let waiting_upstream = c.fwd.as_ref().is_some_and(|f| f.awaiting_response());
                         (c.is_lingering() && idle >= LINGER)
-                            || idle >= limits.inactivity
-                            || c.head_since
-                                .is_some_and(|s| now.duration_since(s) >= limits.header_timeout)
+                            || (idle >= limits.inactivity && !waiting_upstream)
+                            || c.head_since.is_some_and(|s| now.duration_since(s) >= limits.header_timeout)
                             || (drain_deadline.is_some() && c.is_idle())
                     })
                     .map(|(k, _)| k)
                     .collect();
                 for k in expired {
-                    close(&mut conns, k, &shared);
+                    close(&mut st.conns, k, &shared);
                 }
             }
             if let Some(d) = drain_deadline
-                && (conns.is_empty() || now >= d)
+                && (st.conns.is_empty() || now >= d)
             {
                 return Ok(());
             }
         }
     }
+}
+
+/// What woke a connection up.
+#[derive(Clone, Copy)]
+enum Ready {
+    Client(Readable),
+    Upstream(bool, bool),
+    Timeout,
+}
+
+/// The worker's state, apart from the poll and the listeners.
+struct LoopState {
+    conns: Slab<Conn>,
+    date: DateCache,
+    clf: String,
+    clf_secs: u64,
+    table: Arc<crate::vhosts::HostTable>,
+    path_buf: Vec<u8>,
+    pool: Pool,
+    nl: usize,
+}
+
+impl LoopState {
+    fn drive(&mut self, poll: &Poll, shared: &Shared, limits: &Limits, key: usize, now: Instant, ready: Ready) {
+        let nl = self.nl;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut ctx = WorkerCtx {
+            table: &self.table,
+            date: self.date.now(),
+            clf_time: &self.clf,
+            io: limits.io,
+            now,
+            path_buf: &mut self.path_buf,
+            up: limits.upstream.map(|u| UpCtx {
+                registry: poll.registry(),
+                token: up_token(nl, key),
+                upstream: u,
+                pool: &mut self.pool,
+            }),
+        };
+        let alive = match ready {
+            Ready::Client(r) => conn.drive(&mut ctx, r, None),
+            Ready::Upstream(r, w) => conn.drive(&mut ctx, Readable::No, Some((r, w))),
+            Ready::Timeout => match limits.upstream {
+                Some(u) => conn.upstream_timeout(&mut ctx, u.timeout),
+                None => true,
+            },
+        };
+        if !alive {
+            close(&mut self.conns, key, shared);
+        } else if conn.blocked_on_write {
+            watch_writes(poll, &mut self.conns, key, nl, shared);
+        }
+    }
+}
+
+/// Each connection has two tokens: its client socket and its upstream socket.
+fn client_token(nl: usize, key: usize) -> Token {
+    Token(nl + 2 * key)
+}
+
+fn up_token(nl: usize, key: usize) -> Token {
+    Token(nl + 2 * key + 1)
 }
 
 /// Watch writability only once a write has blocked (big bodies, slow readers): most
@@ -233,7 +272,7 @@ fn accept(
                 }
                 let _ = sock.set_nodelay(true);
                 let entry = conns.vacant_entry();
-                let token = Token(entry.key() + nl);
+                let token = client_token(nl, entry.key());
                 if poll
                     .registry()
                     .register(&mut sock, token, Interest::READABLE)

@@ -60,16 +60,22 @@ pub struct Httpd {
 impl Httpd {
     /// Starts httpd on 127.0.0.1 (a free port) over `vhosts` with extra arguments.
     pub fn start(vhosts: &Path, extra: &[&str]) -> Httpd {
-        let mut child = Command::new(bin("httpd"))
-            .args(["--listen", "127.0.0.1:0", "--workers", "2", "--ebpf", "off"])
-            .args(extra)
+        let mut cmd = Command::new(bin("httpd"));
+        cmd.args(["--listen", "127.0.0.1:0", "--ebpf", "off"]);
+        if !extra.contains(&"--workers") {
+            cmd.args(["--workers", "2"]);
+        }
+        cmd.args(extra)
             .arg(vhosts)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start httpd");
+            .stderr(Stdio::piped());
+        // The partial-I/O run: every socket read and write of httpd cut to a few bytes.
+        if let Some(shim) = std::env::var_os("HTTPD_TEST_PRELOAD") {
+            cmd.env("LD_PRELOAD", shim);
+        }
+        let mut child = cmd.spawn().expect("start httpd");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -265,3 +271,70 @@ pub fn request(addr: SocketAddr, req: &str) -> Response {
 
 /// The three I/O models, for tests that run under each.
 pub const IO_MODELS: [&str; 3] = ["sendfile", "read", "mmap"];
+
+/// The test app server (`src/bin/app.rs`), killed by PID on drop.
+pub struct App {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    /// Starts the app on a free port, or on `addr` (to restart it where it was).
+    pub fn start(addr: Option<SocketAddr>) -> App {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("requests.log");
+        let listen = addr.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        let mut child = Command::new(bin("app"))
+            .args(["--listen", &listen, "--log"])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start app");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("app address");
+        let addr = line.trim().trim_start_matches("listening on ").parse().expect("app addr");
+        App {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Request lines the app received so far.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn kill(mut self) -> SocketAddr {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.addr
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak resident memory of a process in KiB (VmHWM).
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -513,7 +513,7 @@ fn scale_tree(dir: &Path, n: usize, min: usize, max: usize) -> Result<u64> {
         let text = i % 3 == 0;
         let body: Vec<u8> = if text {
             (0..len)
-                .map(|_| b"etaoin shrdlu\n<>/"[(r() % 18) as usize])
+                .map(|_| b"etaoin shrdlu\n<>/"[(r() % 17) as usize])
                 .collect()
         } else {
             (0..len.div_ceil(8))

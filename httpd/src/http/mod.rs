@@ -2,9 +2,11 @@
 //! request target, conditionals, ranges, content negotiation, response heads. No sockets here,
 //! so everything is unit-tested and fuzzable.
 
+pub mod chunked;
 pub mod conditional;
 pub mod date;
 pub mod negotiate;
+pub mod proxy;
 pub mod range;
 pub mod request;
 pub mod response;

@@ -1,0 +1,570 @@
+//! Forwarding one exchange to the upstream: the request head (rewritten) and body go up, the
+//! response comes back, both streamed through fixed-size buffers with backpressure; an upgraded
+//! connection becomes a tunnel. A per-worker pool keeps upstream connections alive between
+//! exchanges.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::http::chunked::Decoder;
+use crate::http::proxy::{self, BodyFraming, ClientSide};
+use crate::http::request::Framing;
+use crate::out::OutQueue;
+
+/// Bytes buffered towards the upstream before we stop reading the client.
+const UP_BUF: usize = 64 * 1024;
+/// Read size from the upstream; also the most response bytes buffered unparsed.
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop reading the upstream while this much output waits for the client.
+const CLIENT_HIGH: u64 = 256 * 1024;
+/// Idle upstream connections kept per worker.
+const POOL_MAX: usize = 64;
+
+/// Upstream settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+}
+
+/// Idle keep-alive connections to the upstream, per worker.
+#[derive(Default)]
+pub struct Pool {
+    idle: Vec<TcpStream>,
+    pub opened: u64,
+    pub reused: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+}
+
+impl Pool {
+    /// A connection to the upstream: an idle one that is still open, or a new one.
+    fn checkout(&mut self, addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
+        while let Some(s) = self.idle.pop() {
+            // An idle connection the upstream closed reads EOF (or stray bytes): drop it.
+            let mut b = [0u8; 1];
+            match s.peek(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.reused += 1;
+                    return Ok((s, true));
+                }
+                _ => continue,
+            }
+        }
+        self.opened += 1;
+        let s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        Ok((s, false))
+    }
+
+    fn give_back(&mut self, s: TcpStream) {
+        if self.idle.len() < POOL_MAX {
+            self.idle.push(s);
+        }
+    }
+
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+/// What the worker lends an exchange.
+pub struct UpCtx<'a> {
+    pub registry: &'a Registry,
+    pub token: Token,
+    pub upstream: Upstream,
+    pub pool: &'a mut Pool,
+}
+
+/// How a pump ended.
+#[derive(Debug)]
+pub enum Step {
+    /// Waiting for readiness.
+    Pending,
+    /// The response is complete.
+    Done { status: u16, bytes: u64, close_client: bool },
+    /// Nothing was sent to the client yet: answer with this status (502, 504, 400).
+    Fail(u16),
+    /// A response is partly sent and cannot complete: close the client connection now, so
+    /// the truncation is visible.
+    Abort,
+}
+
+#[derive(Debug)]
+enum ReqBody {
+    Length(u64),
+    Chunked(Decoder),
+    Tunnel,
+    Done,
+}
+
+#[derive(Debug)]
+enum RespBody {
+    Length(u64),
+    Chunked { dec: Decoder, dechunk: bool },
+    Close,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Body,
+    Tunnel,
+    Done,
+}
+
+/// Fields of the request kept for the access log.
+pub struct LogFields {
+    pub method: Vec<u8>,
+    pub target: Vec<u8>,
+    pub minor: u8,
+    pub referer: Option<Vec<u8>>,
+    pub user_agent: Option<Vec<u8>>,
+    pub host: Option<String>,
+}
+
+pub struct Exchange {
+    sock: TcpStream,
+    retry_ok: bool,
+    req_head: Vec<u8>,
+    to_up: Vec<u8>,
+    to_up_pos: usize,
+    req: ReqBody,
+    from_up: Vec<u8>,
+    phase: Phase,
+    resp: RespBody,
+    got_byte: bool,
+    sent_client: bool,
+    started: Instant,
+    up_readable: bool,
+    up_writable: bool,
+    up_eof: bool,
+    up_shut: bool,
+    client_shut: bool,
+    client_minor: u8,
+    client_keep: bool,
+    head_req: bool,
+    upgrade_asked: bool,
+    close_client: bool,
+    status: u16,
+    bytes: u64,
+    reusable: bool,
+    pub log: LogFields,
+}
+
+/// The request as the connection hands it over.
+pub struct Request<'a> {
+    pub head: Vec<u8>,
+    pub framing: Framing,
+    pub idempotent: bool,
+    pub client_minor: u8,
+    pub client_keep: bool,
+    pub head_req: bool,
+    pub upgrade: bool,
+    pub log: LogFields,
+    pub _marker: std::marker::PhantomData<&'a ()>,
+}
+
+fn register(registry: &Registry, sock: &mut TcpStream, token: Token) -> io::Result<()> {
+    registry.register(sock, token, Interest::READABLE | Interest::WRITABLE)
+}
+
+impl Exchange {
+    /// Starts an exchange on a pooled or new upstream connection.
+    pub fn start(r: Request<'_>, up: &mut UpCtx<'_>, now: Instant) -> io::Result<Exchange> {
+        let (mut sock, reused) = up.pool.checkout(up.upstream.addr)?;
+        register(up.registry, &mut sock, up.token)?;
+        let req = match r.framing {
+            Framing::None => ReqBody::Done,
+            Framing::Length(n) => ReqBody::Length(n),
+            Framing::Chunked => ReqBody::Chunked(Decoder::default()),
+        };
+        let retry_ok = reused && r.idempotent && r.framing == Framing::None;
+        Ok(Exchange {
+            sock,
+            retry_ok,
+            to_up: r.head.clone(),
+            req_head: r.head,
+            to_up_pos: 0,
+            req,
+            from_up: Vec::new(),
+            phase: Phase::Head,
+            resp: RespBody::Close,
+            got_byte: false,
+            sent_client: false,
+            started: now,
+            up_readable: true,
+            up_writable: true,
+            up_eof: false,
+            up_shut: false,
+            client_shut: false,
+            client_minor: r.client_minor,
+            client_keep: r.client_keep,
+            head_req: r.head_req,
+            upgrade_asked: r.upgrade,
+            close_client: false,
+            status: 0,
+            bytes: 0,
+            reusable: false,
+            log: r.log,
+        })
+    }
+
+    /// Readiness of the upstream socket.
+    pub fn ready(&mut self, readable: bool, writable: bool) {
+        self.up_readable |= readable;
+        self.up_writable |= writable;
+    }
+
+    /// Whether no response has begun and the upstream timeout has passed.
+    pub fn timed_out(&self, now: Instant, timeout: Duration) -> bool {
+        self.phase == Phase::Head && now.duration_since(self.started) >= timeout
+    }
+
+    /// No response head yet: the upstream timeout applies, not the client's inactivity.
+    pub fn awaiting_response(&self) -> bool {
+        self.phase == Phase::Head
+    }
+
+    pub fn sent_client(&self) -> bool {
+        self.sent_client
+    }
+
+    /// In a tunnel, the upstream closed and everything it sent is queued: the client's write
+    /// side may be shut once the queue drains.
+    pub fn wants_client_shutdown(&mut self) -> bool {
+        if self.phase == Phase::Tunnel && self.up_eof && !self.client_shut {
+            self.client_shut = true;
+            return true;
+        }
+        false
+    }
+
+    /// Returns the upstream connection to the pool (when it may be reused) or closes it.
+    pub fn finish(mut self, up: &mut UpCtx<'_>) {
+        if self.reusable && self.phase == Phase::Done && matches!(self.req, ReqBody::Done) {
+            let _ = up.registry.deregister(&mut self.sock);
+            up.pool.give_back(self.sock);
+        }
+    }
+
+    fn upstream_failed(&mut self, up: &mut UpCtx<'_>) -> Option<Step> {
+        if !self.got_byte && self.retry_ok {
+            // A reused connection the upstream had closed: once more on a fresh one.
+            self.retry_ok = false;
+            if let Ok(mut s) = TcpStream::connect(up.upstream.addr) {
+                let _ = s.set_nodelay(true);
+                if register(up.registry, &mut s, up.token).is_ok() {
+                    up.pool.opened += 1;
+                    self.sock = s;
+                    self.to_up = self.req_head.clone();
+                    self.to_up_pos = 0;
+                    self.from_up.clear();
+                    self.up_readable = true;
+                    self.up_writable = true;
+                    self.up_eof = false;
+                    return None;
+                }
+            }
+        }
+        up.pool.failures += 1;
+        Some(if self.sent_client { Step::Abort } else { Step::Fail(502) })
+    }
+
+    fn push_client(&mut self, out: &mut OutQueue, bytes: Vec<u8>, body: bool) {
+        if body {
+            self.bytes += bytes.len() as u64;
+        }
+        self.sent_client = true;
+        out.push_bytes(bytes);
+    }
+
+    /// Moves bytes as far as readiness and buffers allow. `input` is the client's unread
+    /// bytes; `*consumed` is advanced past what was taken.
+    pub fn pump(
+        &mut self,
+        input: &[u8],
+        consumed: &mut usize,
+        client_eof: bool,
+        out: &mut OutQueue,
+        up: &mut UpCtx<'_>,
+        date: &str,
+    ) -> Step {
+        loop {
+            let mut progress = false;
+
+            // Client -> upstream buffer.
+            if self.to_up_pos == self.to_up.len() {
+                self.to_up.clear();
+                self.to_up_pos = 0;
+            }
+            let room = UP_BUF.saturating_sub(self.to_up.len() - self.to_up_pos);
+            let avail = &input[*consumed..];
+            if room > 0 && !avail.is_empty() {
+                let take = avail.len().min(room);
+                let n = match &mut self.req {
+                    ReqBody::Length(rem) => {
+                        let n = (take as u64).min(*rem) as usize;
+                        *rem -= n as u64;
+                        n
+                    }
+                    ReqBody::Chunked(dec) => match dec.feed(&avail[..take], None) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            return if self.sent_client { Step::Abort } else { Step::Fail(400) };
+                        }
+                    },
+                    ReqBody::Tunnel => take,
+                    ReqBody::Done => 0,
+                };
+                if n > 0 {
+                    self.to_up.extend_from_slice(&avail[..n]);
+                    *consumed += n;
+                    progress = true;
+                }
+                let finished = match &self.req {
+                    ReqBody::Length(0) => true,
+                    ReqBody::Chunked(d) => d.is_done(),
+                    _ => false,
+                };
+                if finished {
+                    self.req = ReqBody::Done;
+                }
+            }
+
+            // Upstream writes.
+            while self.to_up_pos < self.to_up.len() && self.up_writable {
+                match self.sock.write(&self.to_up[self.to_up_pos..]) {
+                    Ok(0) => {
+                        if let Some(s) = self.upstream_failed(up) {
+                            return s;
+                        }
+                    }
+                    Ok(n) => {
+                        self.to_up_pos += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOTCONN) => {
+                        self.up_writable = false;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        if self.phase == Phase::Tunnel {
+                            return Step::Abort;
+                        }
+                        if let Some(s) = self.upstream_failed(up) {
+                            return s;
+                        }
+                    }
+                }
+            }
+            if self.phase == Phase::Tunnel && client_eof && self.to_up_pos == self.to_up.len() && *consumed == input.len() && !self.up_shut {
+                self.up_shut = true;
+                let _ = self.sock.shutdown(Shutdown::Write);
+            }
+
+            // Upstream reads, while the client keeps up.
+            while self.up_readable && !self.up_eof && out.pending() < CLIENT_HIGH && self.from_up.len() < READ_CHUNK + proxy::MAX_RESPONSE_HEAD {
+                let len = self.from_up.len();
+                self.from_up.resize(len + READ_CHUNK, 0);
+                let r = self.sock.read(&mut self.from_up[len..]);
+                match r {
+                    Ok(0) => {
+                        self.from_up.truncate(len);
+                        self.up_eof = true;
+                        progress = true;
+                    }
+                    Ok(n) => {
+                        self.from_up.truncate(len + n);
+                        self.got_byte = true;
+                        progress = true;
+                    }
+                    Err(e) => {
+                        self.from_up.truncate(len);
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock => self.up_readable = false,
+                            io::ErrorKind::Interrupted => {}
+                            _ => {
+                                if self.phase == Phase::Tunnel || self.phase == Phase::Body {
+                                    return Step::Abort;
+                                }
+                                if let Some(s) = self.upstream_failed(up) {
+                                    return s;
+                                }
+                                progress = true;
+                            }
+                        }
+                    }
+                }
+            }
+
+            // Interpret what the upstream sent.
+            match self.phase {
+                Phase::Head => {
+                    match proxy::parse_response(&self.from_up, self.head_req) {
+                        Err(_) => {
+                            up.pool.failures += 1;
+                            return if self.sent_client { Step::Abort } else { Step::Fail(502) };
+                        }
+                        Ok(None) => {
+                            if self.up_eof {
+                                if let Some(s) = self.upstream_failed(up) {
+                                    return s;
+                                }
+                                progress = true;
+                            }
+                        }
+                        Ok(Some(rh)) => {
+                            let raw: Vec<u8> = self.from_up.drain(..rh.len).collect();
+                            progress = true;
+                            if rh.status == 101 {
+                                if !self.upgrade_asked {
+                                    up.pool.failures += 1;
+                                    return if self.sent_client { Step::Abort } else { Step::Fail(502) };
+                                }
+                                let mut h = Vec::with_capacity(raw.len() + 64);
+                                proxy::client_response(&raw, &rh, ClientSide {
+                                        minor: self.client_minor,
+                                        keep_alive: false,
+                                        date,
+                                    }, &mut h);
+                                self.push_client(out, h, false);
+                                self.status = 101;
+                                self.phase = Phase::Tunnel;
+                                self.req = ReqBody::Tunnel;
+                            } else if (100..200).contains(&rh.status) {
+                                if self.client_minor == 1 {
+                                    let mut h = Vec::with_capacity(raw.len());
+                                    proxy::interim(&raw, rh.status, &mut h);
+                                    self.push_client(out, h, false);
+                                }
+                            } else {
+                                let mut h = Vec::with_capacity(raw.len() + 64);
+                                let (dechunk, close) = proxy::client_response(
+                                    &raw,
+                                    &rh,
+                                    ClientSide {
+                                        minor: self.client_minor,
+                                        keep_alive: self.client_keep,
+                                        date,
+                                    },
+                                    &mut h,
+                                );
+                                self.push_client(out, h, false);
+                                self.status = rh.status;
+                                self.close_client |= close;
+                                self.reusable = rh.reusable;
+                                self.phase = Phase::Body;
+                                self.resp = match rh.framing {
+                                    BodyFraming::None => {
+                                        self.phase = Phase::Done;
+                                        RespBody::Length(0)
+                                    }
+                                    BodyFraming::Length(n) => RespBody::Length(n),
+                                    BodyFraming::Chunked => RespBody::Chunked { dec: Decoder::default(), dechunk },
+                                    BodyFraming::Close => RespBody::Close,
+                                };
+                            }
+                        }
+                    }
+                }
+                Phase::Body => {
+                    if !self.from_up.is_empty() {
+                        progress = true;
+                    }
+                    match &mut self.resp {
+                        RespBody::Length(rem) => {
+                            let n = (*rem).min(self.from_up.len() as u64) as usize;
+                            *rem -= n as u64;
+                            let done = *rem == 0;
+                            if n > 0 {
+                                let chunk: Vec<u8> = self.from_up.drain(..n).collect();
+                                self.push_client(out, chunk, true);
+                            }
+                            if done {
+                                self.phase = Phase::Done;
+                                if !self.from_up.is_empty() {
+                                    self.reusable = false; // bytes past the response: not reusable
+                                }
+                            } else if self.up_eof {
+                                up.pool.failures += 1;
+                                return Step::Abort;
+                            }
+                        }
+                        RespBody::Chunked { dec, dechunk } => {
+                            let mut data = Vec::new();
+                            let r = if *dechunk { dec.feed(&self.from_up, Some(&mut data)) } else { dec.feed(&self.from_up, None) };
+                            let done = dec.is_done();
+                            let dechunk = *dechunk;
+                            match r {
+                                Ok(n) => {
+                                    let raw: Vec<u8> = self.from_up.drain(..n).collect();
+                                    let chunk = if dechunk { data } else { raw };
+                                    if !chunk.is_empty() {
+                                        self.push_client(out, chunk, true);
+                                    }
+                                }
+                                Err(_) => {
+                                    up.pool.failures += 1;
+                                    return Step::Abort;
+                                }
+                            }
+                            if done {
+                                self.phase = Phase::Done;
+                                if !self.from_up.is_empty() {
+                                    self.reusable = false;
+                                }
+                            } else if self.up_eof {
+                                up.pool.failures += 1;
+                                return Step::Abort;
+                            }
+                        }
+                        RespBody::Close => {
+                            if !self.from_up.is_empty() {
+                                let chunk = std::mem::take(&mut self.from_up);
+                                self.push_client(out, chunk, true);
+                            }
+                            if self.up_eof {
+                                self.close_client = true;
+                                self.phase = Phase::Done;
+                            }
+                        }
+                    }
+                }
+                Phase::Tunnel => {
+                    if !self.from_up.is_empty() {
+                        let chunk = std::mem::take(&mut self.from_up);
+                        self.push_client(out, chunk, true);
+                        progress = true;
+                    }
+                    if self.up_eof && client_eof && self.up_shut {
+                        return Step::Done {
+                            status: 101,
+                            bytes: self.bytes,
+                            close_client: true,
+                        };
+                    }
+                }
+                Phase::Done => {}
+            }
+
+            if self.phase == Phase::Done {
+                // A response that ends before the request body did (an early 413, say):
+                // the client connection closes, as the rest of its body will not be read.
+                let req_done = matches!(self.req, ReqBody::Done);
+                return Step::Done {
+                    status: self.status,
+                    bytes: self.bytes,
+                    close_client: self.close_client || !req_done,
+                };
+            }
+            if !progress {
+                return Step::Pending;
+            }
+        }
+    }
+}
