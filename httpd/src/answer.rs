@@ -106,11 +106,14 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
     }
     if method == Method::Get
         && let Some(range) = h.range
-        && h.if_range.is_none_or(|v| conditional::if_range_holds(v, &rep.etag, obj.mtime))
+        && h.if_range
+            .is_none_or(|v| conditional::if_range_holds(v, &rep.etag, obj.mtime))
     {
         match range::decide(range, rep.body_len) {
             Decision::Full => {}
-            Decision::Partial { start, end } => return Some(r.partial(out, root, obj, rep, start, end)),
+            Decision::Partial { start, end } => {
+                return Some(r.partial(out, root, obj, rep, start, end));
+            }
             Decision::Unsatisfiable => {
                 let cr = format!("Content-Range: bytes */{}\r\n", rep.body_len);
                 return Some(r.error(out, 416, &cr));
@@ -121,7 +124,11 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
     let mut head = Vec::with_capacity(128);
     prefix(&mut head, 200, r.date, r.keep, h.minor);
     out.push_bytes(head);
-    let body = if method == Method::Head { 0 } else { rep.body_len };
+    let body = if method == Method::Head {
+        0
+    } else {
+        rep.body_len
+    };
     out.push_region(root, rep.hdr_off, u64::from(rep.hdr_len) + body);
     Some(Answered {
         status: 200,
@@ -236,7 +243,13 @@ impl Responder<'_, '_> {
 }
 
 /// A gateway error (502, 504) or a 400 for a bad forwarded body, with the built-in page.
-pub fn gateway_error(status: u16, date: &str, keep: bool, minor: u8, out: &mut OutQueue) -> Answered {
+pub fn gateway_error(
+    status: u16,
+    date: &str,
+    keep: bool,
+    minor: u8,
+    out: &mut OutQueue,
+) -> Answered {
     let body = error_body(status);
     let mut head = Vec::with_capacity(256 + body.len());
     prefix(&mut head, status, date, keep, minor);

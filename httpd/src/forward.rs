@@ -86,7 +86,11 @@ pub enum Step {
     /// Waiting for readiness.
     Pending,
     /// The response is complete.
-    Done { status: u16, bytes: u64, close_client: bool },
+    Done {
+        status: u16,
+        bytes: u64,
+        close_client: bool,
+    },
     /// Nothing was sent to the client yet: answer with this status (502, 504, 400).
     Fail(u16),
     /// A response is partly sent and cannot complete: close the client connection now, so
@@ -272,7 +276,11 @@ impl Exchange {
             }
         }
         up.pool.failures += 1;
-        Some(if self.sent_client { Step::Abort } else { Step::Fail(502) })
+        Some(if self.sent_client {
+            Step::Abort
+        } else {
+            Step::Fail(502)
+        })
     }
 
     fn push_client(&mut self, out: &mut OutQueue, bytes: Vec<u8>, body: bool) {
@@ -315,7 +323,11 @@ impl Exchange {
                     ReqBody::Chunked(dec) => match dec.feed(&avail[..take], None) {
                         Ok(n) => n,
                         Err(_) => {
-                            return if self.sent_client { Step::Abort } else { Step::Fail(400) };
+                            return if self.sent_client {
+                                Step::Abort
+                            } else {
+                                Step::Fail(400)
+                            };
                         }
                     },
                     ReqBody::Tunnel => take,
@@ -348,7 +360,10 @@ impl Exchange {
                         self.to_up_pos += n;
                         progress = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.raw_os_error() == Some(libc::ENOTCONN) =>
+                    {
                         self.up_writable = false;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -362,13 +377,22 @@ impl Exchange {
                     }
                 }
             }
-            if self.phase == Phase::Tunnel && client_eof && self.to_up_pos == self.to_up.len() && *consumed == input.len() && !self.up_shut {
+            if self.phase == Phase::Tunnel
+                && client_eof
+                && self.to_up_pos == self.to_up.len()
+                && *consumed == input.len()
+                && !self.up_shut
+            {
                 self.up_shut = true;
                 let _ = self.sock.shutdown(Shutdown::Write);
             }
 
             // Upstream reads, while the client keeps up.
-            while self.up_readable && !self.up_eof && out.pending() < CLIENT_HIGH && self.from_up.len() < READ_CHUNK + proxy::MAX_RESPONSE_HEAD {
+            while self.up_readable
+                && !self.up_eof
+                && out.pending() < CLIENT_HIGH
+                && self.from_up.len() < READ_CHUNK + proxy::MAX_RESPONSE_HEAD
+            {
                 let len = self.from_up.len();
                 self.from_up.resize(len + READ_CHUNK, 0);
                 let r = self.sock.read(&mut self.from_up[len..]);
@@ -404,74 +428,88 @@ impl Exchange {
 
             // Interpret what the upstream sent.
             match self.phase {
-                Phase::Head => {
-                    match proxy::parse_response(&self.from_up, self.head_req) {
-                        Err(_) => {
-                            up.pool.failures += 1;
-                            return if self.sent_client { Step::Abort } else { Step::Fail(502) };
-                        }
-                        Ok(None) => {
-                            if self.up_eof {
-                                if let Some(s) = self.upstream_failed(up) {
-                                    return s;
-                                }
-                                progress = true;
+                Phase::Head => match proxy::parse_response(&self.from_up, self.head_req) {
+                    Err(_) => {
+                        up.pool.failures += 1;
+                        return if self.sent_client {
+                            Step::Abort
+                        } else {
+                            Step::Fail(502)
+                        };
+                    }
+                    Ok(None) => {
+                        if self.up_eof {
+                            if let Some(s) = self.upstream_failed(up) {
+                                return s;
                             }
-                        }
-                        Ok(Some(rh)) => {
-                            let raw: Vec<u8> = self.from_up.drain(..rh.len).collect();
                             progress = true;
-                            if rh.status == 101 {
-                                if !self.upgrade_asked {
-                                    up.pool.failures += 1;
-                                    return if self.sent_client { Step::Abort } else { Step::Fail(502) };
-                                }
-                                let mut h = Vec::with_capacity(raw.len() + 64);
-                                proxy::client_response(&raw, &rh, ClientSide {
-                                        minor: self.client_minor,
-                                        keep_alive: false,
-                                        date,
-                                    }, &mut h);
-                                self.push_client(out, h, false);
-                                self.status = 101;
-                                self.phase = Phase::Tunnel;
-                                self.req = ReqBody::Tunnel;
-                            } else if (100..200).contains(&rh.status) {
-                                if self.client_minor == 1 {
-                                    let mut h = Vec::with_capacity(raw.len());
-                                    proxy::interim(&raw, rh.status, &mut h);
-                                    self.push_client(out, h, false);
-                                }
-                            } else {
-                                let mut h = Vec::with_capacity(raw.len() + 64);
-                                let (dechunk, close) = proxy::client_response(
-                                    &raw,
-                                    &rh,
-                                    ClientSide {
-                                        minor: self.client_minor,
-                                        keep_alive: self.client_keep,
-                                        date,
-                                    },
-                                    &mut h,
-                                );
-                                self.push_client(out, h, false);
-                                self.status = rh.status;
-                                self.close_client |= close;
-                                self.reusable = rh.reusable;
-                                self.phase = Phase::Body;
-                                self.resp = match rh.framing {
-                                    BodyFraming::None => {
-                                        self.phase = Phase::Done;
-                                        RespBody::Length(0)
-                                    }
-                                    BodyFraming::Length(n) => RespBody::Length(n),
-                                    BodyFraming::Chunked => RespBody::Chunked { dec: Decoder::default(), dechunk },
-                                    BodyFraming::Close => RespBody::Close,
-                                };
-                            }
                         }
                     }
-                }
+                    Ok(Some(rh)) => {
+                        let raw: Vec<u8> = self.from_up.drain(..rh.len).collect();
+                        progress = true;
+                        if rh.status == 101 {
+                            if !self.upgrade_asked {
+                                up.pool.failures += 1;
+                                return if self.sent_client {
+                                    Step::Abort
+                                } else {
+                                    Step::Fail(502)
+                                };
+                            }
+                            let mut h = Vec::with_capacity(raw.len() + 64);
+                            proxy::client_response(
+                                &raw,
+                                &rh,
+                                ClientSide {
+                                    minor: self.client_minor,
+                                    keep_alive: false,
+                                    date,
+                                },
+                                &mut h,
+                            );
+                            self.push_client(out, h, false);
+                            self.status = 101;
+                            self.phase = Phase::Tunnel;
+                            self.req = ReqBody::Tunnel;
+                        } else if (100..200).contains(&rh.status) {
+                            if self.client_minor == 1 {
+                                let mut h = Vec::with_capacity(raw.len());
+                                proxy::interim(&raw, rh.status, &mut h);
+                                self.push_client(out, h, false);
+                            }
+                        } else {
+                            let mut h = Vec::with_capacity(raw.len() + 64);
+                            let (dechunk, close) = proxy::client_response(
+                                &raw,
+                                &rh,
+                                ClientSide {
+                                    minor: self.client_minor,
+                                    keep_alive: self.client_keep,
+                                    date,
+                                },
+                                &mut h,
+                            );
+                            self.push_client(out, h, false);
+                            self.status = rh.status;
+                            self.close_client |= close;
+                            self.reusable = rh.reusable;
+                            self.phase = Phase::Body;
+                            self.resp = match rh.framing {
+                                BodyFraming::None => {
+                                    self.phase = Phase::Done;
+                                    RespBody::Length(0)
+                                }
+                                BodyFraming::Length(n) => RespBody::Length(n),
+                                BodyFraming::Chunked => RespBody::Chunked {
+                                    dec: Decoder::default(),
+                                    dechunk,
+                                },
+                                BodyFraming::Close => RespBody::Close,
+                            };
+                        }
+                    }
+                },
                 Phase::Body => {
                     if !self.from_up.is_empty() {
                         progress = true;
@@ -497,7 +535,11 @@ impl Exchange {
                         }
                         RespBody::Chunked { dec, dechunk } => {
                             let mut data = Vec::new();
-                            let r = if *dechunk { dec.feed(&self.from_up, Some(&mut data)) } else { dec.feed(&self.from_up, None) };
+                            let r = if *dechunk {
+                                dec.feed(&self.from_up, Some(&mut data))
+                            } else {
+                                dec.feed(&self.from_up, None)
+                            };
                             let done = dec.is_done();
                             let dechunk = *dechunk;
                             match r {

@@ -51,11 +51,18 @@ impl Worker {
         Ok(Worker { poll, waker })
     }
 
-    pub fn run(mut self, listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) -> std::io::Result<()> {
-        let mut listeners: Vec<TcpListener> = listeners.into_iter().map(TcpListener::from_std).collect();
+    pub fn run(
+        mut self,
+        listeners: Vec<std::net::TcpListener>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<()> {
+        let mut listeners: Vec<TcpListener> =
+            listeners.into_iter().map(TcpListener::from_std).collect();
         let nl = listeners.len();
         for (i, l) in listeners.iter_mut().enumerate() {
-            self.poll.registry().register(l, Token(i), Interest::READABLE)?;
+            self.poll
+                .registry()
+                .register(l, Token(i), Interest::READABLE)?;
         }
         let limits = shared.limits.clone();
         let mut st = LoopState {
@@ -74,7 +81,10 @@ impl Worker {
         let mut drain_deadline: Option<Instant> = None;
         let mut fresh: Vec<usize> = Vec::new();
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(500))) {
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(500)))
+            {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -99,11 +109,26 @@ impl Worker {
                 if t.0 < nl {
                     if drain_deadline.is_none() {
                         fresh.clear();
-                        accept(&mut listeners[t.0], &mut st.conns, &self.poll, nl, &shared, now, &mut fresh);
+                        accept(
+                            &mut listeners[t.0],
+                            &mut st.conns,
+                            &self.poll,
+                            nl,
+                            &shared,
+                            now,
+                            &mut fresh,
+                        );
                         // Deferred accept: the request is usually there already; answer it
                         // now instead of after another epoll round.
                         for &key in &fresh {
-                            st.drive(&self.poll, &shared, &limits, key, now, Ready::Client(Readable::Yes));
+                            st.drive(
+                                &self.poll,
+                                &shared,
+                                &limits,
+                                key,
+                                now,
+                                Ready::Client(Readable::Yes),
+                            );
                         }
                     }
                     continue;
@@ -113,8 +138,6 @@ impl Worker {
                 let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 let ready = if (t.0 - nl) % 2 == 1 {
                     Ready::Upstream(readable, writable)
-                } else if ev.is_read_closed() || ev.is_error() {
-                    Ready::Client(Readable::Closed)
                 } else if readable {
                     Ready::Client(Readable::Yes)
                 } else {
@@ -129,13 +152,17 @@ impl Worker {
                 listeners.clear();
                 drain_deadline = Some(now + limits.drain);
             }
-            if now.duration_since(last_sweep) >= Duration::from_millis(250) || drain_deadline.is_some() {
+            if now.duration_since(last_sweep) >= Duration::from_millis(250)
+                || drain_deadline.is_some()
+            {
                 last_sweep = now;
                 if let Some(u) = limits.upstream {
                     let waiting: Vec<usize> = st
                         .conns
                         .iter()
-                        .filter(|(_, c)| c.fwd.as_ref().is_some_and(|f| f.timed_out(now, u.timeout)))
+                        .filter(|(_, c)| {
+                            c.fwd.as_ref().is_some_and(|f| f.timed_out(now, u.timeout))
+                        })
                         .map(|(k, _)| k)
                         .collect();
                     for key in waiting {
@@ -147,10 +174,12 @@ impl Worker {
                     .iter()
                     .filter(|(_, c)| {
                         let idle = now.duration_since(c.last_active);
-                        let waiting_upstream = c.fwd.as_ref().is_some_and(|f| f.awaiting_response());
+                        let waiting_upstream =
+                            c.fwd.as_ref().is_some_and(|f| f.awaiting_response());
                         (c.is_lingering() && idle >= LINGER)
                             || (idle >= limits.inactivity && !waiting_upstream)
-                            || c.head_since.is_some_and(|s| now.duration_since(s) >= limits.header_timeout)
+                            || c.head_since
+                                .is_some_and(|s| now.duration_since(s) >= limits.header_timeout)
                             || (drain_deadline.is_some() && c.is_idle())
                     })
                     .map(|(k, _)| k)
@@ -189,9 +218,19 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn drive(&mut self, poll: &Poll, shared: &Shared, limits: &Limits, key: usize, now: Instant, ready: Ready) {
+    fn drive(
+        &mut self,
+        poll: &Poll,
+        shared: &Shared,
+        limits: &Limits,
+        key: usize,
+        now: Instant,
+        ready: Ready,
+    ) {
         let nl = self.nl;
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut ctx = WorkerCtx {
             table: &self.table,
             date: self.date.now(),

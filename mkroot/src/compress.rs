@@ -36,10 +36,23 @@ fn zstd(data: &[u8], large: bool) -> Result<Vec<u8>> {
     Ok(zstd::bulk::compress(data, if large { 6 } else { 15 })?)
 }
 
+/// Below this size a variant cannot save enough to matter (headers outweigh it).
+const TINY: usize = 128;
+
 /// The variants of `data` worth keeping, in encoding order.
 pub fn variants(data: &[u8]) -> Result<Vec<(Encoding, Vec<u8>)>> {
     let large = data.len() > LARGE;
     let limit = (data.len() as f64 * (1.0 - MIN_SAVING)) as usize;
+    if data.len() < TINY {
+        return Ok(Vec::new());
+    }
+    // A fast probe: data that zstd's quickest level cannot shrink by 10% is not worth the
+    // slow levels (random or already-compressed bytes of unknown type).
+    let probe = &data[..data.len().min(256 * 1024)];
+    let probe_limit = (probe.len() as f64 * (1.0 - MIN_SAVING)) as usize;
+    if zstd::bulk::compress(probe, 1)?.len() > probe_limit {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     for enc in [Encoding::Gzip, Encoding::Brotli, Encoding::Zstd] {
         let v = match enc {

@@ -72,8 +72,10 @@ impl Httpd {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // The partial-I/O run: every socket read and write of httpd cut to a few bytes.
+        let mark = tempfile::NamedTempFile::new().expect("mark file");
         if let Some(shim) = std::env::var_os("HTTPD_TEST_PRELOAD") {
-            cmd.env("LD_PRELOAD", shim);
+            cmd.env("LD_PRELOAD", shim)
+                .env("PARTIAL_IO_MARK", mark.path());
         }
         let mut child = cmd.spawn().expect("start httpd");
         let stderr = child.stderr.take().expect("stderr");
@@ -98,6 +100,13 @@ impl Httpd {
                 panic!("httpd did not start: {:?}", log.lock().expect("log"));
             }
         };
+        if partial_io() {
+            let pids = std::fs::read_to_string(mark.path()).unwrap_or_default();
+            assert!(
+                pids.lines().any(|l| l.trim() == child.id().to_string()),
+                "the partial-I/O shim is not loaded in httpd"
+            );
+        }
         Httpd { child, addr, log }
     }
 
@@ -296,7 +305,11 @@ impl App {
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         out.read_line(&mut line).expect("app address");
-        let addr = line.trim().trim_start_matches("listening on ").parse().expect("app addr");
+        let addr = line
+            .trim()
+            .trim_start_matches("listening on ")
+            .parse()
+            .expect("app addr");
         App {
             child,
             addr,
@@ -337,4 +350,14 @@ pub fn peak_rss_kib(pid: i32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Whether this run cuts httpd's socket I/O to a few bytes per call (HTTPD_TEST_PRELOAD).
+pub fn partial_io() -> bool {
+    std::env::var_os("HTTPD_TEST_PRELOAD").is_some()
+}
+
+/// A transfer size, smaller in the partial-I/O run (where each call moves a few bytes).
+pub fn scaled(full: usize, partial: usize) -> usize {
+    if partial_io() { partial } else { full }
 }

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tests::{App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, write_tree};
+use tests::{App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, scaled, write_tree};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -16,7 +16,14 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    write_tree(&src, &[("index.html", b"static index"), ("s.txt", b"static file"), ("dir/index.html", b"d")]);
+    write_tree(
+        &src,
+        &[
+            ("index.html", b"static index"),
+            ("s.txt", b"static file"),
+            ("dir/index.html", b"d"),
+        ],
+    );
     let vhosts = dir.path().join("vhosts");
     std::fs::create_dir(&vhosts).unwrap();
     mkroot(&src, &vhosts.join("__default__"), &[]);
@@ -44,9 +51,15 @@ fn static_hits_stay_misses_go_upstream_in_order() {
     for i in 0..50 {
         let r = c.exchange("GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(r.body, b"static file");
-        let r = c.exchange(&format!("GET /api/item?id={i}&q=a%20b HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let r = c.exchange(&format!(
+            "GET /api/item?id={i}&q=a%20b HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
         assert_eq!(r.status, 200);
-        assert!(body_str(&r).contains(&format!("target=/api/item?id={i}&q=a%20b\n")), "{}", body_str(&r));
+        assert!(
+            body_str(&r).contains(&format!("target=/api/item?id={i}&q=a%20b\n")),
+            "{}",
+            body_str(&r)
+        );
         let r = c.exchange("POST /s.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody");
         assert!(body_str(&r).contains("method=POST") && body_str(&r).ends_with("body=body"));
     }
@@ -65,11 +78,19 @@ fn static_hits_stay_misses_go_upstream_in_order() {
         if i % 2 == 0 {
             assert_eq!(r.body, b"static file", "response {i}");
         } else {
-            assert!(body_str(&r).contains(&format!("target=/app/{i}\n")), "response {i}: {}", body_str(&r));
+            assert!(
+                body_str(&r).contains(&format!("target=/app/{i}\n")),
+                "response {i}: {}",
+                body_str(&r)
+            );
         }
     }
     // Static paths never reached the app.
-    assert!(!app.requests().iter().any(|l| l.contains("/s.txt") && l.starts_with("GET")));
+    assert!(
+        !app.requests()
+            .iter()
+            .any(|l| l.contains("/s.txt") && l.starts_with("GET"))
+    );
 }
 
 #[test]
@@ -82,7 +103,14 @@ fn headers_are_rewritten_both_ways() {
         "GET /echo HTTP/1.1\r\nHost: Example.org:8080\r\nConnection: keep-alive, X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Forwarded-For: 203.0.113.7\r\nUpgrade: h2c\r\nX-Custom: kept\r\n\r\n",
     );
     let b = body_str(&r);
-    for gone in ["X-Private", "Keep-Alive", "TE:", "Proxy-Connection", "Upgrade", "Connection:"] {
+    for gone in [
+        "X-Private",
+        "Keep-Alive",
+        "TE:",
+        "Proxy-Connection",
+        "Upgrade",
+        "Connection:",
+    ] {
         assert!(!b.contains(gone), "{gone} reached the upstream:\n{b}");
     }
     assert!(b.contains("Host: Example.org:8080\r\n"), "{b}");
@@ -110,10 +138,17 @@ fn bodies_stream_both_ways() {
     let mut c = Raw::connect(h.addr);
     c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
     let r = c.response(false);
-    assert!(body_str(&r).ends_with("body=hello world"), "{}", body_str(&r));
+    assert!(
+        body_str(&r).ends_with("body=hello world"),
+        "{}",
+        body_str(&r)
+    );
     assert!(body_str(&r).contains("Transfer-Encoding: chunked\r\n"));
     // Same connection goes on.
-    assert_eq!(c.exchange("GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body, b"static file");
+    assert_eq!(
+        c.exchange("GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"static file"
+    );
     // Chunked response with trailer, relayed as chunked.
     let o = curl(&["--raw", "-i", &h.url("/chunked?n=3")]);
     let text = String::from_utf8_lossy(&o.stdout);
@@ -132,9 +167,20 @@ fn bodies_stream_both_ways() {
     let mut c = Raw::connect(h.addr);
     let r = c.exchange("HEAD /big?bytes=5000 HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!((r.status, r.header("content-length")), (200, Some("5000")));
-    assert_eq!(c.exchange("GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\n").status, 204);
-    assert_eq!(c.exchange("GET /status?code=304 HTTP/1.1\r\nHost: x\r\n\r\n").status, 304);
-    assert_eq!(c.exchange("GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body, b"static file");
+    assert_eq!(
+        c.exchange("GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        204
+    );
+    assert_eq!(
+        c.exchange("GET /status?code=304 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        304
+    );
+    assert_eq!(
+        c.exchange("GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"static file"
+    );
     // 1xx interim responses are relayed.
     let mut c = Raw::connect(h.addr);
     c.send(b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -153,10 +199,13 @@ fn a_gigabyte_each_way_in_bounded_memory() {
     let s = setup();
     let app = App::start(None);
     let h = start(&s, &app, &[]);
-    const GIB: u64 = 1 << 30;
+    let gib = scaled(1 << 30, 4 << 20) as u64;
     // Download.
     let mut c = TcpStream::connect(h.addr).unwrap();
-    c.write_all(format!("GET /big?bytes={GIB} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    c.write_all(
+        format!("GET /big?bytes={gib} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut total = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -166,25 +215,34 @@ fn a_gigabyte_each_way_in_bounded_memory() {
         }
         total += n as u64;
     }
-    assert!(total > GIB, "got {total}");
+    assert!(total > gib, "got {total}");
     // Upload, chunked by curl from a pipe of zeroes.
     let o = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "head -c {GIB} /dev/zero | curl -s --max-time 120 -T - -H 'Transfer-Encoding: chunked' {}",
+            "head -c {gib} /dev/zero | curl -s --max-time 120 -T - -H 'Transfer-Encoding: chunked' {}",
             h.url("/upload")
         ))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), GIB.to_string());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), gib.to_string());
     let rss = peak_rss_kib(h.pid());
-    assert!(rss < 64 * 1024, "httpd peak RSS {rss} KiB for 1 GiB each way");
+    assert!(
+        rss < 64 * 1024,
+        "httpd peak RSS {rss} KiB for 1 GiB each way"
+    );
 }
 
 fn tunnel(h: &Httpd, path: &str, payload: usize, client_closes: bool) {
     let mut c = TcpStream::connect(h.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").as_bytes()).unwrap();
+    c.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     let mut r = std::io::BufReader::new(c.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -209,12 +267,18 @@ fn tunnel(h: &Httpd, path: &str, payload: usize, client_closes: bool) {
         let mut echoed = Vec::new();
         r.read_to_end(&mut echoed).unwrap();
         writer.join().unwrap();
-        assert_eq!(echoed.len(), data.len(), "every byte echoed before the close");
+        assert_eq!(
+            echoed.len(),
+            data.len(),
+            "every byte echoed before the close"
+        );
         assert!(echoed == data);
     } else {
         let mut got = Vec::new();
         r.read_to_end(&mut got).unwrap();
-        let want: Vec<u8> = (0..payload as u64).map(|i| ((i % 65536) % 253) as u8).collect();
+        let want: Vec<u8> = (0..payload as u64)
+            .map(|i| ((i % 65536) % 253) as u8)
+            .collect();
         assert_eq!(got.len(), payload, "every byte before the upstream's close");
         assert!(got == want);
     }
@@ -225,7 +289,11 @@ fn upgrade_tunnels_lose_no_byte() {
     let s = setup();
     let app = App::start(None);
     let h = start(&s, &app, &[]);
-    for size in [1024usize, 1 << 20, 16 << 20] {
+    for size in [
+        1024usize,
+        scaled(1 << 20, 64 << 10),
+        scaled(16 << 20, 256 << 10),
+    ] {
         tunnel(&h, "/ws", size, true);
         tunnel(&h, &format!("/ws?send={size}"), size, false);
     }
@@ -236,14 +304,33 @@ fn upstream_failures_give_502_504_and_recovery() {
     let s = setup();
     let app = App::start(None);
     let h = start(&s, &app, &["--upstream-timeout", "500ms"]);
-    assert_eq!(request(h.addr, "GET /fail HTTP/1.1\r\nHost: x\r\n\r\n").status, 502);
-    assert_eq!(request(h.addr, "GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n").status, 504);
+    assert_eq!(
+        request(h.addr, "GET /fail HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        502
+    );
+    assert_eq!(
+        request(h.addr, "GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        504
+    );
     for k in 0..6 {
-        let r = request(h.addr, &format!("GET /badresp?k={k} HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(r.status == 502 || k == 4, "bad response {k} gave {}", r.status);
+        let r = request(
+            h.addr,
+            &format!("GET /badresp?k={k} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        );
+        assert!(
+            r.status == 502 || k == 4,
+            "bad response {k} gave {}",
+            r.status
+        );
     }
     // Mid-body death: the client sees a short body and a closed connection, never a hang.
-    let o = curl(&["-o", "/dev/null", "-w", "%{http_code}", &h.url("/die-mid?bytes=100000")]);
+    let o = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &h.url("/die-mid?bytes=100000"),
+    ]);
     assert_eq!(o.status.code(), Some(18), "curl reports a partial transfer");
     // A chunked response cut by a bad chunk: the client connection is closed, not completed.
     let o = curl(&["-o", "/dev/null", &h.url("/badresp?k=4")]);
@@ -251,13 +338,26 @@ fn upstream_failures_give_502_504_and_recovery() {
 
     // Upstream down: 502, static still served; back up: recovers by itself.
     let mut c = Raw::connect(h.addr);
-    assert_eq!(c.exchange("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(
+        c.exchange("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        200
+    );
     let addr = app.kill();
-    assert_eq!(request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status, 502);
-    assert_eq!(request(h.addr, "GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body, b"static file");
+    assert_eq!(
+        request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        502
+    );
+    assert_eq!(
+        request(h.addr, "GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"static file"
+    );
     let app = App::start(Some(addr));
     for _ in 0..5 {
-        assert_eq!(request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status, 200, "recovered");
+        assert_eq!(
+            request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+            200,
+            "recovered"
+        );
     }
     drop(app);
 }
@@ -269,12 +369,18 @@ fn dead_pooled_connections_are_retried() {
     let h = start(&s, &app, &["--workers", "1"]);
     // Warm the pool, then restart the app: pooled connections are now dead.
     for _ in 0..4 {
-        assert_eq!(request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+        assert_eq!(
+            request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+            200
+        );
     }
     let addr = app.kill();
     let app = App::start(Some(addr));
     for _ in 0..8 {
-        assert_eq!(request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+        assert_eq!(
+            request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+            200
+        );
     }
     drop(app);
 }
@@ -286,21 +392,48 @@ fn smuggling_vectors_never_reach_the_upstream() {
     let h = start(&s, &app, &[]);
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let vectors: Vec<String> = vec![
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}", 5 + smuggled.len()),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: {}\r\n\r\nhello{smuggled}", 5 + smuggled.len()),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, {}\r\n\r\nhello{smuggled}", 5 + smuggled.len()),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
+            5 + smuggled.len()
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: {}\r\n\r\nhello{smuggled}",
+            5 + smuggled.len()
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, {}\r\n\r\nhello{smuggled}",
+            5 + smuggled.len()
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
         format!("POST /a HTTP/1.1\nHost: x\nContent-Length: 0\n\n{smuggled}"),
         format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nX: a\rb\r\n\r\n{smuggled}"),
         format!("POST /a HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\nContent-Length: 0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5_0\r\nhello\r\n0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n{smuggled}"),
-        format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n{smuggled}"),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5_0\r\nhello\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n{smuggled}"
+        ),
         format!("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
     ];
     for v in &vectors {
@@ -310,10 +443,20 @@ fn smuggling_vectors_never_reach_the_upstream() {
         let mut resp = Vec::new();
         let _ = c.read_to_end(&mut resp); // the connection must close
         let text = String::from_utf8_lossy(&resp);
-        assert!(text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 501"), "vector {v:?} got {text}");
-        assert_eq!(text.matches("HTTP/1.1").count(), 1, "one response only: {text}");
+        assert!(
+            text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 501"),
+            "vector {v:?} got {text}"
+        );
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "one response only: {text}"
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     let seen = app.requests();
-    assert!(!seen.iter().any(|l| l.contains("/smuggled")), "smuggled request reached the app: {seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("/smuggled")),
+        "smuggled request reached the app: {seen:?}"
+    );
 }

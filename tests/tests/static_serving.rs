@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use tests::{Httpd, IO_MODELS, Raw, curl, mkroot, request, write_tree};
+use tests::{Httpd, IO_MODELS, Raw, curl, mkroot, request, scaled, write_tree};
 
 struct Site {
     _dir: tempfile::TempDir,
@@ -42,7 +42,7 @@ fn site() -> Site {
             ("img.png", png),
             ("docs/index.html", b"<p>docs</p>"),
             ("empty.txt", b""),
-            ("big.bin", &big(3 << 20)),
+            ("big.bin", &big(scaled(3 << 20, 200 << 10))),
             ("sp ace/ü.txt", "unicode".as_bytes()),
         ],
     );
@@ -445,7 +445,7 @@ fn pipelining_and_keep_alive() {
         }
         assert_eq!(c.response(true).status, 200);
         // 1,000 requests on one connection.
-        for i in 0..1000 {
+        for i in 0..scaled(1000, 100) {
             let p = if i % 2 == 0 { "/data.json" } else { "/app.js" };
             let r = c.exchange(&format!("GET {p} HTTP/1.1\r\nHost: h\r\n\r\n"));
             assert_eq!(r.status, 200);

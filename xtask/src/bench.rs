@@ -368,7 +368,7 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
     )?;
     let small: Vec<(String, usize)> = files[..SMALL_FILES].to_vec();
     let one = vec![small[0].clone()];
-    let scenarios = vec![
+    let scenarios = [
         Scenario {
             name: "small file, 64 keep-alive conns",
             paths: one.clone(),

@@ -97,5 +97,40 @@ fn test(extra: &[String]) -> Result<()> {
     ])?;
     let mut args = vec!["test", "--release", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
-    cmd::cargo(&args)
+    cmd::cargo(&args)?;
+    if extra.is_empty() {
+        partial_io_run()?;
+    }
+    Ok(())
+}
+
+/// The functional end-to-end tests again, with every socket read and write of httpd cut to a
+/// few bytes per call by an LD_PRELOAD shim (tests/shim/partial_io.c).
+fn partial_io_run() -> Result<()> {
+    let root = cmd::root();
+    let so = root.join("target/partial_io.so");
+    cmd::run(
+        std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+            .arg(&so)
+            .arg(root.join("tests/shim/partial_io.c"))
+            .arg("-ldl"),
+    )?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(
+        std::process::Command::new(cargo)
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "tests",
+                "--test",
+                "static_serving",
+                "--test",
+                "forward",
+            ])
+            .env("HTTPD_TEST_PRELOAD", &so)
+            .env("PARTIAL_IO_MAX", "7")
+            .current_dir(&root),
+    )
 }

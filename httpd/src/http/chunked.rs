@@ -24,9 +24,14 @@ pub enum ChunkError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
     /// Reading hex digits; `any` once at least one was read.
-    Size { any: bool },
+    Size {
+        any: bool,
+    },
     /// In chunk extensions (after `;`), until CR.
-    Ext { quoted: bool, escape: bool },
+    Ext {
+        quoted: bool,
+        escape: bool,
+    },
     /// Expecting LF after the size line's CR.
     SizeLf,
     Data,
@@ -35,8 +40,13 @@ enum St {
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
     /// Inside a trailer field line; `colon` once the name ended.
-    TrailerLine { colon: bool, name_len: usize },
-    TrailerLf { last: bool },
+    TrailerLine {
+        colon: bool,
+        name_len: usize,
+    },
+    TrailerLf {
+        last: bool,
+    },
     Done,
 }
 
@@ -70,7 +80,11 @@ impl Decoder {
 
     /// Consumes a prefix of `input`. Returns how many bytes were consumed (all of them unless
     /// the message ended inside `input`). Chunk data is appended to `data` when given.
-    pub fn feed(&mut self, input: &[u8], mut data: Option<&mut Vec<u8>>) -> Result<usize, ChunkError> {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        mut data: Option<&mut Vec<u8>>,
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             let c = input[i];
@@ -99,7 +113,10 @@ impl Decoder {
                     } else if !any {
                         return Err(ChunkError::Size);
                     } else if c == b';' {
-                        self.st = St::Ext { quoted: false, escape: false };
+                        self.st = St::Ext {
+                            quoted: false,
+                            escape: false,
+                        };
                     } else if c == b'\r' {
                         self.st = St::SizeLf;
                     } else {
@@ -114,18 +131,30 @@ impl Decoder {
                     }
                     self.st = if quoted {
                         if escape {
-                            St::Ext { quoted, escape: false }
+                            St::Ext {
+                                quoted,
+                                escape: false,
+                            }
                         } else if c == b'\\' {
-                            St::Ext { quoted, escape: true }
+                            St::Ext {
+                                quoted,
+                                escape: true,
+                            }
                         } else if c == b'"' {
-                            St::Ext { quoted: false, escape: false }
+                            St::Ext {
+                                quoted: false,
+                                escape: false,
+                            }
                         } else if c == b'\r' {
                             return Err(ChunkError::Extension);
                         } else {
                             self.st
                         }
                     } else if c == b'"' {
-                        St::Ext { quoted: true, escape: false }
+                        St::Ext {
+                            quoted: true,
+                            escape: false,
+                        }
                     } else if c == b'\r' {
                         St::SizeLf
                     } else {
@@ -137,7 +166,11 @@ impl Decoder {
                         return Err(ChunkError::Size);
                     }
                     self.line = 0;
-                    self.st = if self.size == 0 { St::TrailerStart } else { St::Data };
+                    self.st = if self.size == 0 {
+                        St::TrailerStart
+                    } else {
+                        St::Data
+                    };
                 }
                 St::DataCr => {
                     if c != b'\r' {
@@ -156,7 +189,10 @@ impl Decoder {
                     if c == b'\r' {
                         self.st = St::TrailerLf { last: true };
                     } else if tchar(c) {
-                        self.st = St::TrailerLine { colon: false, name_len: 1 };
+                        self.st = St::TrailerLine {
+                            colon: false,
+                            name_len: 1,
+                        };
                     } else {
                         return Err(ChunkError::Trailer);
                     }
@@ -165,9 +201,15 @@ impl Decoder {
                     self.trailers += 1;
                     if !colon {
                         if c == b':' && name_len > 0 {
-                            self.st = St::TrailerLine { colon: true, name_len };
+                            self.st = St::TrailerLine {
+                                colon: true,
+                                name_len,
+                            };
                         } else if tchar(c) {
-                            self.st = St::TrailerLine { colon, name_len: name_len + 1 };
+                            self.st = St::TrailerLine {
+                                colon,
+                                name_len: name_len + 1,
+                            };
                         } else {
                             return Err(ChunkError::Trailer);
                         }
@@ -212,10 +254,14 @@ mod tests {
 
     #[test]
     fn valid() {
-        let (n, done, out) = decode(b"5\r\nhello\r\n6;ext=\"a;b\"\r\n world\r\n0\r\n\r\nNEXT").unwrap();
+        let (n, done, out) =
+            decode(b"5\r\nhello\r\n6;ext=\"a;b\"\r\n world\r\n0\r\n\r\nNEXT").unwrap();
         assert!(done);
         assert_eq!(out, b"hello world");
-        assert_eq!(n, b"5\r\nhello\r\n6;ext=\"a;b\"\r\n world\r\n0\r\n\r\n".len());
+        assert_eq!(
+            n,
+            b"5\r\nhello\r\n6;ext=\"a;b\"\r\n world\r\n0\r\n\r\n".len()
+        );
         let (_, done, _) = decode(b"A\r\n0123456789\r\n0\r\nX-Sum: 1\r\nY: z\r\n\r\n").unwrap();
         assert!(done);
         let (_, done, _) = decode(b"5\r\nhel").unwrap();
@@ -241,7 +287,11 @@ mod tests {
             b"0\r\nX: a\nb\r\n\r\n",
             b"0\r\n\n",
         ] {
-            assert!(decode(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -21,7 +21,9 @@ const HOP_BY_HOP: &[&str] = &[
 
 fn is_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection_tokens.iter().any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+        || connection_tokens
+            .iter()
+            .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
 }
 
 fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
@@ -95,12 +97,12 @@ pub fn upstream_request(raw_head: &[u8], h: &Head<'_>, client: IpAddr, out: &mut
     } else if let Some(cl) = h.content_length {
         let _ = write!(out, "Content-Length: {cl}\r\n");
     }
-    if h.upgrade {
-        if let Some(up) = joined(req.headers, "upgrade") {
-            out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-            out.extend_from_slice(&up);
-            out.extend_from_slice(b"\r\n");
-        }
+    if h.upgrade
+        && let Some(up) = joined(req.headers, "upgrade")
+    {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(&up);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -126,7 +128,10 @@ pub struct ResponseHead {
 }
 
 /// Parses the upstream's response head strictly. `Ok(None)`: incomplete.
-pub fn parse_response(buf: &[u8], request_was_head: bool) -> Result<Option<ResponseHead>, &'static str> {
+pub fn parse_response(
+    buf: &[u8],
+    request_was_head: bool,
+) -> Result<Option<ResponseHead>, &'static str> {
     let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
@@ -165,7 +170,10 @@ pub fn parse_response(buf: &[u8], request_was_head: bool) -> Result<Option<Respo
             if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
                 return Err("malformed Content-Length");
             }
-            let n: u64 = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).ok_or("Content-Length")?;
+            let n: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("Content-Length")?;
             if cl.is_some_and(|o| o != n) {
                 return Err("differing Content-Length");
             }
@@ -185,7 +193,8 @@ pub fn parse_response(buf: &[u8], request_was_head: bool) -> Result<Option<Respo
             }
         }
     }
-    let no_body = request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    let no_body =
+        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
     let framing = if let Some(te) = te {
         if cl.is_some() {
             return Err("both Content-Length and Transfer-Encoding");
@@ -194,7 +203,11 @@ pub fn parse_response(buf: &[u8], request_was_head: bool) -> Result<Option<Respo
         if codings.len() != 1 || !codings[0].eq_ignore_ascii_case(b"chunked") {
             return Err("Transfer-Encoding other than chunked");
         }
-        if no_body { BodyFraming::None } else { BodyFraming::Chunked }
+        if no_body {
+            BodyFraming::None
+        } else {
+            BodyFraming::Chunked
+        }
     } else if no_body {
         BodyFraming::None
     } else {
@@ -223,7 +236,12 @@ pub struct ClientSide<'a> {
 
 /// The response head sent to the client. Returns whether the body must be de-chunked (an
 /// HTTP/1.0 client) and whether the client connection must close after the body.
-pub fn client_response(raw: &[u8], rh: &ResponseHead, c: ClientSide<'_>, out: &mut Vec<u8>) -> (bool, bool) {
+pub fn client_response(
+    raw: &[u8],
+    rh: &ResponseHead,
+    c: ClientSide<'_>,
+    out: &mut Vec<u8>,
+) -> (bool, bool) {
     let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let _ = resp.parse(raw);
@@ -231,7 +249,12 @@ pub fn client_response(raw: &[u8], rh: &ResponseHead, c: ClientSide<'_>, out: &m
     let upgrade = rh.status == 101;
     let dechunk = rh.framing == BodyFraming::Chunked && c.minor == 0;
     let close = !c.keep_alive || rh.framing == BodyFraming::Close || dechunk;
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", rh.status, resp.reason.unwrap_or(""));
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        rh.status,
+        resp.reason.unwrap_or("")
+    );
     for f in resp.headers.iter() {
         let n = f.name;
         let hop = is_hop(n, &conn) || n.eq_ignore_ascii_case("via");
@@ -250,7 +273,11 @@ pub fn client_response(raw: &[u8], rh: &ResponseHead, c: ClientSide<'_>, out: &m
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"1.1 httpd\r\n");
-    if !resp.headers.iter().any(|f| f.name.eq_ignore_ascii_case("date")) {
+    if !resp
+        .headers
+        .iter()
+        .any(|f| f.name.eq_ignore_ascii_case("date"))
+    {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(c.date.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -299,7 +326,10 @@ mod tests {
         let mut out = Vec::new();
         upstream_request(&raw[..h.len], &h, "127.0.0.1".parse().unwrap(), &mut out);
         let s = String::from_utf8(out).unwrap();
-        assert!(s.starts_with("POST /a?b=1 HTTP/1.1\r\nHost: ex.com\r\n"), "{s}");
+        assert!(
+            s.starts_with("POST /a?b=1 HTTP/1.1\r\nHost: ex.com\r\n"),
+            "{s}"
+        );
         for gone in ["X-Secret", "Keep-Alive", "TE:", "Connection"] {
             assert!(!s.contains(gone), "{gone} forwarded: {s}");
         }
@@ -313,21 +343,46 @@ mod tests {
     #[test]
     fn response_parsing() {
         let p = |s: &str, head: bool| parse_response(s.as_bytes(), head);
-        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false).unwrap().unwrap();
+        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false)
+            .unwrap()
+            .unwrap();
         assert_eq!((r.framing, r.reusable), (BodyFraming::Length(5), true));
-        let r = p("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap().unwrap();
+        let r = p(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.framing, BodyFraming::Chunked);
         let r = p("HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap();
         assert_eq!((r.framing, r.reusable), (BodyFraming::Close, false));
-        let r = p("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false).unwrap().unwrap();
+        let r = p(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.framing, BodyFraming::None);
-        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap();
+        let r = p("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.framing, BodyFraming::None);
-        let r = p("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap().unwrap();
+        let r = p("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert!(!r.reusable);
-        let r = p("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n", false).unwrap().unwrap();
+        let r = p(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert!(!r.reusable);
-        assert!(p("HTTP/1.1 200 OK\r\nContent-Length: 5", false).unwrap().is_none());
+        assert!(
+            p("HTTP/1.1 200 OK\r\nContent-Length: 5", false)
+                .unwrap()
+                .is_none()
+        );
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
@@ -346,13 +401,38 @@ mod tests {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX-App: yes\r\n\r\n";
         let rh = parse_response(raw, false).unwrap().unwrap();
         let mut out = Vec::new();
-        let (dechunk, close) = client_response(raw, &rh, ClientSide { minor: 1, keep_alive: true, date: "D" }, &mut out);
+        let (dechunk, close) = client_response(
+            raw,
+            &rh,
+            ClientSide {
+                minor: 1,
+                keep_alive: true,
+                date: "D",
+            },
+            &mut out,
+        );
         let s = String::from_utf8(out).unwrap();
         assert!(!dechunk && !close);
-        assert_eq!(s, "HTTP/1.1 200 OK\r\nX-App: yes\r\nVia: 1.1 httpd\r\nDate: D\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\nX-App: yes\r\nVia: 1.1 httpd\r\nDate: D\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
         let mut out = Vec::new();
-        let (dechunk, close) = client_response(raw, &rh, ClientSide { minor: 0, keep_alive: true, date: "D" }, &mut out);
+        let (dechunk, close) = client_response(
+            raw,
+            &rh,
+            ClientSide {
+                minor: 0,
+                keep_alive: true,
+                date: "D",
+            },
+            &mut out,
+        );
         assert!(dechunk && close);
-        assert!(String::from_utf8(out).unwrap().ends_with("Via: 1.1 httpd\r\nConnection: close\r\n\r\n"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("Via: 1.1 httpd\r\nConnection: close\r\n\r\n")
+        );
     }
 }

@@ -31,7 +31,10 @@ struct Req {
 
 impl Req {
     fn header(&self, n: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -49,39 +52,65 @@ fn read_line(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<String>> {
 
 /// Reads one request; body read fully unless `/upload` (streamed and counted) or `/ws`.
 fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Result<Option<Req>> {
-    let Some(line) = read_line(r)? else { return Ok(None) };
+    let Some(line) = read_line(r)? else {
+        return Ok(None);
+    };
     let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let (method, target) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
     let mut headers = Vec::new();
     let mut raw_head = line.clone() + "\r\n";
     loop {
-        let Some(h) = read_line(r)? else { return Ok(None) };
+        let Some(h) = read_line(r)? else {
+            return Ok(None);
+        };
         if h.is_empty() {
             break;
         }
         raw_head.push_str(&h);
         raw_head.push_str("\r\n");
-        let (k, v) = h.split_once(':').ok_or_else(|| std::io::Error::other("bad header"))?;
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| std::io::Error::other("bad header"))?;
         headers.push((k.to_string(), v.trim().to_string()));
     }
-    let mut req = Req { method, target, headers, body: Vec::new(), raw_head };
-    if req.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+    let mut req = Req {
+        method,
+        target,
+        headers,
+        body: Vec::new(),
+        raw_head,
+    };
+    if req
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     let counting = req.target.starts_with("/upload");
     let sink = |chunk: &[u8], body: &mut Vec<u8>| {
         if counting {
             // Keep only a count (8 bytes) so a 1 GiB upload does not grow this process.
-            let n = u64::from_le_bytes(body.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+            let n = u64::from_le_bytes(
+                body.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 8]),
+            );
             *body = (n + chunk.len() as u64).to_le_bytes().to_vec();
         } else {
             body.extend_from_slice(chunk);
         }
     };
-    if req.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             let size_line = read_line(r)?.ok_or_else(|| std::io::Error::other("eof in chunk"))?;
-            let size = u64::from_str_radix(size_line.split(';').next().unwrap_or(""), 16).map_err(std::io::Error::other)?;
+            let size = u64::from_str_radix(size_line.split(';').next().unwrap_or(""), 16)
+                .map_err(std::io::Error::other)?;
             if size == 0 {
                 while let Some(t) = read_line(r)? {
                     if t.is_empty() {
@@ -118,7 +147,10 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> std::io::Res
 }
 
 fn respond(w: &mut TcpStream, status: &str, headers: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n", body.len());
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    );
     w.write_all(head.as_bytes())?;
     w.write_all(body)
 }
@@ -149,7 +181,9 @@ fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
             }
             "/chunked" => {
                 let n = query(&req.target, "n").unwrap_or(3);
-                w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n")?;
+                w.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n",
+                )?;
                 for i in 0..n {
                     let data = format!("chunk-{i};");
                     w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())?;
@@ -158,7 +192,9 @@ fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
                 w.write_all(b"0\r\nX-Checksum: 42\r\n\r\n")?;
             }
             "/slow" => {
-                std::thread::sleep(Duration::from_millis(query(&req.target, "ms").unwrap_or(1000)));
+                std::thread::sleep(Duration::from_millis(
+                    query(&req.target, "ms").unwrap_or(1000),
+                ));
                 respond(&mut w, "200 OK", "", b"slow")?;
             }
             "/close" => {
@@ -181,11 +217,18 @@ fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
                 }
             }
             "/upload" => {
-                let n = u64::from_le_bytes(req.body.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+                let n = u64::from_le_bytes(
+                    req.body
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or([0; 8]),
+                );
                 respond(&mut w, "200 OK", "", n.to_string().as_bytes())?;
             }
             "/interim" => {
-                w.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")?;
+                w.write_all(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+                )?;
                 respond(&mut w, "200 OK", "", b"after hints")?;
             }
             "/ws" if req.header("upgrade").is_some() && query(&req.target, "send").is_some() => {
@@ -234,11 +277,17 @@ fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
                 return Ok(());
             }
             _ => {
-                let mut body = format!("method={}\ntarget={}\n", req.method, req.target).into_bytes();
+                let mut body =
+                    format!("method={}\ntarget={}\n", req.method, req.target).into_bytes();
                 body.extend_from_slice(req.raw_head.as_bytes());
                 body.extend_from_slice(b"\nbody=");
                 body.extend_from_slice(&req.body);
-                respond(&mut w, "200 OK", "Content-Type: text/plain\r\nX-App: echo\r\n", if head_req { b"" } else { &body })?;
+                respond(
+                    &mut w,
+                    "200 OK",
+                    "Content-Type: text/plain\r\nX-App: echo\r\n",
+                    if head_req { b"" } else { &body },
+                )?;
             }
         }
         w.flush()?;

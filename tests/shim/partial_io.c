@@ -1,0 +1,91 @@
+/* LD_PRELOAD shim for the partial-I/O test run: every read and write on a socket moves at most
+ * PARTIAL_IO_MAX bytes (default 7) per call, so httpd's handling of short reads and writes is
+ * exercised on every path. Files, pipes and eventfds are left alone. On load it writes its PID
+ * to the file named by PARTIAL_IO_MARK, so tests can check it is really in place. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static size_t cap = 7;
+
+__attribute__((constructor)) static void init(void) {
+    const char *m = getenv("PARTIAL_IO_MAX");
+    if (m && atoi(m) > 0) cap = (size_t)atoi(m);
+    const char *mark = getenv("PARTIAL_IO_MARK");
+    if (mark) {
+        FILE *f = fopen(mark, "a");
+        if (f) { fprintf(f, "%d\n", (int)getpid()); fclose(f); }
+    }
+}
+
+static int is_sock(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+#define NEXT(name) static __typeof__(name) *real_##name; if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name)
+
+static size_t lim(int fd, size_t n) { return (is_sock(fd) && n > cap) ? cap : n; }
+
+ssize_t read(int fd, void *b, size_t n) { NEXT(read); return real_read(fd, b, lim(fd, n)); }
+ssize_t write(int fd, const void *b, size_t n) { NEXT(write); return real_write(fd, b, lim(fd, n)); }
+ssize_t recv(int fd, void *b, size_t n, int fl) { NEXT(recv); return real_recv(fd, b, lim(fd, n), fl); }
+ssize_t send(int fd, const void *b, size_t n, int fl) { NEXT(send); return real_send(fd, b, lim(fd, n), fl); }
+ssize_t recvfrom(int fd, void *b, size_t n, int fl, struct sockaddr *a, socklen_t *l) {
+    NEXT(recvfrom); return real_recvfrom(fd, b, lim(fd, n), fl, a, l);
+}
+ssize_t sendto(int fd, const void *b, size_t n, int fl, const struct sockaddr *a, socklen_t l) {
+    NEXT(sendto); return real_sendto(fd, b, lim(fd, n), fl, a, l);
+}
+
+/* Vectored calls: keep the first iovecs up to the cap, cutting the last one. */
+static int cut_iov(int fd, const struct iovec *in, int cnt, struct iovec *out) {
+    if (!is_sock(fd)) { memcpy(out, in, sizeof(struct iovec) * cnt); return cnt; }
+    size_t left = cap; int k = 0;
+    for (int i = 0; i < cnt && left > 0; i++) {
+        out[k] = in[i];
+        if (out[k].iov_len > left) out[k].iov_len = left;
+        left -= out[k].iov_len;
+        k++;
+    }
+    if (k == 0 && cnt > 0) { out[0] = in[0]; out[0].iov_len = 0; k = 1; }
+    return k;
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt) {
+    NEXT(writev);
+    struct iovec v[1024]; if (cnt > 1024) cnt = 1024;
+    int k = cut_iov(fd, iov, cnt, v);
+    return real_writev(fd, v, k);
+}
+ssize_t readv(int fd, const struct iovec *iov, int cnt) {
+    NEXT(readv);
+    struct iovec v[1024]; if (cnt > 1024) cnt = 1024;
+    int k = cut_iov(fd, iov, cnt, v);
+    return real_readv(fd, v, k);
+}
+ssize_t sendmsg(int fd, const struct msghdr *m, int fl) {
+    NEXT(sendmsg);
+    struct iovec v[1024]; struct msghdr c = *m;
+    int cnt = (int)(m->msg_iovlen > 1024 ? 1024 : m->msg_iovlen);
+    c.msg_iovlen = cut_iov(fd, m->msg_iov, cnt, v); c.msg_iov = v;
+    return real_sendmsg(fd, &c, fl);
+}
+ssize_t recvmsg(int fd, struct msghdr *m, int fl) {
+    NEXT(recvmsg);
+    struct iovec v[1024]; struct msghdr c = *m;
+    int cnt = (int)(m->msg_iovlen > 1024 ? 1024 : m->msg_iovlen);
+    c.msg_iovlen = cut_iov(fd, m->msg_iov, cnt, v); c.msg_iov = v;
+    ssize_t r = real_recvmsg(fd, &c, fl);
+    m->msg_flags = c.msg_flags; m->msg_controllen = c.msg_controllen; m->msg_namelen = c.msg_namelen;
+    return r;
+}
+ssize_t sendfile(int out, int in, off_t *off, size_t n) { NEXT(sendfile); return real_sendfile(out, in, off, lim(out, n)); }
+ssize_t sendfile64(int out, int in, off_t *off, size_t n) { NEXT(sendfile64); return real_sendfile64(out, in, off, lim(out, n)); }
