@@ -432,7 +432,7 @@ mod tests {
         assert!(
             String::from_utf8(out)
                 .unwrap()
-                .ends_with("Via: 1.1 httpd\r\nConnection: close\r\n\r\n")
+                .ends_with("Via: 1.1 httpd\r\nDate: D\r\nConnection: close\r\n\r\n")
         );
     }
 }
