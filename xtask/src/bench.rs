@@ -14,6 +14,7 @@ use crate::cmd;
 
 const HTTPD_PORT: u16 = 18_081;
 const NGINX_PORT: u16 = 18_082;
+const BACKEND_PORT: u16 = 18_083;
 const SMALL_FILES: usize = 1000;
 
 struct Scenario {
@@ -22,6 +23,8 @@ struct Scenario {
     paths: Vec<(String, usize)>,
     connections: u32,
     close: bool,
+    /// Misses forwarded to the backend (an nginx `return 200`), compared with nginx proxy_pass.
+    upstream: bool,
     /// Check each body in Lua (small files). Large bodies are checked by total bytes instead:
     /// copying 64 MiB bodies into Lua strings would make wrk the bottleneck.
     check_bodies: bool,
@@ -263,8 +266,9 @@ fn start_httpd(bin: &Path, vhosts: &Path, io: &str) -> Result<Server> {
             "--io",
             io,
         ])
+        .args(["--upstream", &format!("127.0.0.1:{BACKEND_PORT}")])
         .arg(vhosts)
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(vhosts.with_file_name("httpd.log"))?)
         .spawn()
         .context("start httpd")?;
     let s = Server(child);
@@ -272,16 +276,46 @@ fn start_httpd(bin: &Path, vhosts: &Path, io: &str) -> Result<Server> {
     Ok(s)
 }
 
-fn start_nginx(dir: &Path, root: &Path) -> Result<Server> {
-    let conf = dir.join("nginx.conf");
-    std::fs::create_dir_all(dir.join("nginx-tmp"))?;
+/// What an nginx instance of the benchmark does.
+enum NginxRole {
+    /// Static files from the corpus.
+    Static,
+    /// Static files, misses to the backend with proxy_pass and upstream keepalive.
+    Proxy,
+    /// The small fast app server behind both proxies.
+    Backend,
+}
+
+fn start_nginx(dir: &Path, root: &Path, role: NginxRole) -> Result<Server> {
+    let (name, port, server) = match role {
+        NginxRole::Static => ("static", NGINX_PORT, format!("root {};", root.display())),
+        NginxRole::Proxy => (
+            "proxy",
+            NGINX_PORT,
+            format!(
+                "root {};\n        location / {{ try_files $uri @app; }}\n        location @app {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }}",
+                root.display()
+            ),
+        ),
+        NginxRole::Backend => (
+            "backend",
+            BACKEND_PORT,
+            format!(
+                "location /api/ping {{ return 200 \"pong\\n\"; }}\n        location /api/1m {{ alias {}/1m.bin; }}",
+                root.display()
+            ),
+        ),
+    };
+    let conf = dir.join(format!("nginx-{name}.conf"));
+    let tmp = dir.join(format!("nginx-{name}-tmp"));
+    std::fs::create_dir_all(&tmp)?;
     std::fs::write(
         &conf,
         format!(
             r#"worker_processes 1;
 daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
+pid {dir}/nginx-{name}.pid;
+error_log {dir}/nginx-{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -292,20 +326,21 @@ http {{
     keepalive_timeout 60s;
     open_file_cache max=10000 inactive=60s;
     open_file_cache_valid 60s;
-    client_body_temp_path {dir}/nginx-tmp;
-    proxy_temp_path {dir}/nginx-tmp;
-    fastcgi_temp_path {dir}/nginx-tmp;
-    uwsgi_temp_path {dir}/nginx-tmp;
-    scgi_temp_path {dir}/nginx-tmp;
+    client_body_temp_path {tmp};
+    proxy_temp_path {tmp};
+    fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp};
+    scgi_temp_path {tmp};
     types {{ text/html html; application/octet-stream bin; }}
+    upstream app {{ server 127.0.0.1:{BACKEND_PORT}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{NGINX_PORT} reuseport;
-        root {root};
+        listen 127.0.0.1:{port} reuseport;
+        {server}
     }}
 }}
 "#,
             dir = dir.display(),
-            root = root.display()
+            tmp = tmp.display(),
         ),
     )?;
     let child = Command::new("taskset")
@@ -315,7 +350,7 @@ http {{
         .spawn()
         .context("start nginx")?;
     let s = Server(child);
-    wait_port(NGINX_PORT)?;
+    wait_port(port)?;
     Ok(s)
 }
 
@@ -345,7 +380,7 @@ fn machine() -> String {
     )
 }
 
-pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
+pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<()> {
     for tool in ["wrk", "nginx", "taskset"] {
         if !cmd::on_path(tool) && !Path::new("/usr/sbin").join(tool).exists() {
             bail!("{tool} not installed: run `cargo xtask setup`");
@@ -374,6 +409,7 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
             paths: one.clone(),
             connections: 64,
             close: false,
+            upstream: false,
             check_bodies: true,
         },
         Scenario {
@@ -381,6 +417,7 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
             paths: small.clone(),
             connections: 64,
             close: false,
+            upstream: false,
             check_bodies: true,
         },
         Scenario {
@@ -388,6 +425,7 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
             paths: vec![files[SMALL_FILES].clone()],
             connections: 8,
             close: false,
+            upstream: false,
             check_bodies: false,
         },
         Scenario {
@@ -395,6 +433,7 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
             paths: vec![files[SMALL_FILES + 1].clone()],
             connections: 2,
             close: false,
+            upstream: false,
             check_bodies: false,
         },
         Scenario {
@@ -402,13 +441,39 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
             paths: one,
             connections: 16,
             close: true,
+            upstream: false,
             check_bodies: true,
+        },
+        Scenario {
+            name: "forwarded small response, 64 conns",
+            paths: vec![("/api/ping".to_string(), 5)],
+            connections: 64,
+            close: false,
+            upstream: true,
+            check_bodies: true,
+        },
+        Scenario {
+            name: "forwarded 1 MiB response, 8 conns",
+            paths: vec![("/api/1m".to_string(), 1 << 20)],
+            connections: 8,
+            close: false,
+            upstream: true,
+            check_bodies: false,
         },
     ];
     let mut rows = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
+        if only.is_some_and(|o| !s.name.contains(o)) {
+            continue;
+        }
         let script = work.join(format!("scenario{i}.lua"));
         std::fs::write(&script, lua(s))?;
+        // The backend, pinned with the servers, for forwarding scenarios.
+        let _backend = if s.upstream {
+            Some(start_nginx(&work, &src, NginxRole::Backend)?)
+        } else {
+            None
+        };
         let h = {
             let _srv = start_httpd(&bin, &vhosts, "sendfile")?;
             let srv_pid = _srv.0.id();
@@ -417,7 +482,12 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
             run_wrk(HTTPD_PORT, s, &script, seconds, srv_pid)?
         };
         let n = {
-            let _srv = start_nginx(&work, &src)?;
+            let role = if s.upstream {
+                NginxRole::Proxy
+            } else {
+                NginxRole::Static
+            };
+            let _srv = start_nginx(&work, &src, role)?;
             let srv_pid = _srv.0.id();
             run_wrk(NGINX_PORT, s, &script, 1, srv_pid)?;
             run_wrk(NGINX_PORT, s, &script, seconds, srv_pid)?
@@ -440,7 +510,7 @@ pub fn bench(seconds: u32, output: Option<&Path>) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "Date: {}. Server pinned to CPU 0, wrk (1 thread) to CPU 1; httpd `--workers 1 --io sendfile`, nginx 1 worker with sendfile, open_file_cache, access log off. Every response checked (status, length).\n",
+        "Date: {}. Server pinned to CPU 0, wrk (1 thread) to CPU 1; httpd `--workers 1 --io sendfile`, nginx 1 worker with sendfile, open_file_cache, access log off. Forwarding scenarios: the backend is a third nginx (`return 200`, and the 1 MiB file) pinned to CPU 0 with the server; nginx proxies with `proxy_pass` and upstream keepalive; CPU is the proxy's own. Every response checked (status, length).\n",
         today()
     );
     let _ = writeln!(

@@ -47,6 +47,9 @@ enum Task {
         /// and webroot lookup cost against object count.
         #[arg(long)]
         mkroot_scale: bool,
+        /// Run only the scenarios whose name contains this text.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -64,8 +67,11 @@ fn main() -> Result<()> {
             ..
         } => bench::mkroot_scale(output.as_deref()),
         Task::Bench {
-            seconds, output, ..
-        } => bench::bench(seconds, output.as_deref()),
+            seconds,
+            output,
+            only,
+            ..
+        } => bench::bench(seconds, output.as_deref(), only.as_deref()),
     }
 }
 
