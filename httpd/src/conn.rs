@@ -186,17 +186,20 @@ impl Conn {
         if !f.timed_out(ctx.now, timeout) {
             return true;
         }
-        if let Some(up) = ctx.up.as_mut() {
-            up.pool.timeouts += 1;
-        }
         let sent = f.sent_client();
-        let fwd = self.fwd.take();
-        if sent {
-            return false;
-        }
-        if let Some(f) = fwd {
+        let Some(f) = self.fwd.take() else {
+            return true;
+        };
+        if !sent {
             let a = answer::gateway_error(504, ctx.date, false, f.log.minor, &mut self.out);
             self.log_forwarded(&f.log, &a, ctx);
+        }
+        if let Some(up) = ctx.up.as_mut() {
+            up.pool.timeouts += 1;
+            f.finish(up.pool, up.registry);
+        }
+        if sent {
+            return false;
         }
         self.state = State::Closing;
         self.unread_input = true;
@@ -405,6 +408,9 @@ impl Conn {
                     close: true,
                 };
                 self.log_forwarded(&f.log, &a, ctx);
+                if let Some(up) = ctx.up.as_mut() {
+                    f.finish(up.pool, up.registry);
+                }
                 self.state = State::Closing;
                 Some(true)
             }
@@ -421,7 +427,7 @@ impl Conn {
                 };
                 self.log_forwarded(&f.log, &a, ctx);
                 if let Some(up) = ctx.up.as_mut() {
-                    f.finish(up);
+                    f.finish(up.pool, up.registry);
                 }
                 if close_client {
                     self.state = State::Closing;
@@ -433,6 +439,9 @@ impl Conn {
                 let f = self.fwd.take()?;
                 let a = answer::gateway_error(status, ctx.date, false, f.log.minor, &mut self.out);
                 self.log_forwarded(&f.log, &a, ctx);
+                if let Some(up) = ctx.up.as_mut() {
+                    f.finish(up.pool, up.registry);
+                }
                 self.state = State::Closing;
                 self.unread_input = true;
                 Some(true)

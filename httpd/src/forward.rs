@@ -3,7 +3,7 @@
 //! connection becomes a tunnel. A per-worker pool keeps upstream connections alive between
 //! exchanges.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -31,39 +31,101 @@ pub struct Upstream {
     pub timeout: Duration,
 }
 
-/// Idle keep-alive connections to the upstream, per worker.
+/// First poll token of upstream sockets: tokens below are listeners and clients.
+pub const UP_TOKEN_BASE: usize = 1 << 40;
+
+/// The upstream connections of a worker. Each keeps one poll registration and one token for its
+/// whole life, in use or idle, so an exchange costs no epoll_ctl and an idle connection the
+/// upstream closes is noticed (its event arrives) and dropped at once.
 #[derive(Default)]
 pub struct Pool {
-    idle: Vec<TcpStream>,
+    /// Per token slot: the client connection using it, or None while idle.
+    slots: slab::Slab<Option<usize>>,
+    idle: Vec<(usize, TcpStream)>,
     pub opened: u64,
     pub reused: u64,
     pub failures: u64,
     pub timeouts: u64,
 }
 
+/// What an event on an upstream token means.
+pub enum UpEvent {
+    /// For the exchange of this client connection.
+    Conn(usize),
+    /// On an idle connection (closed by the upstream, or stray bytes): it was dropped.
+    Idle,
+}
+
 impl Pool {
-    /// A connection to the upstream: an idle one that is still open, or a new one.
-    fn checkout(&mut self, addr: SocketAddr) -> io::Result<(TcpStream, bool)> {
-        while let Some(s) = self.idle.pop() {
-            // An idle connection the upstream closed reads EOF (or stray bytes): drop it.
-            let mut b = [0u8; 1];
-            match s.peek(&mut b) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.reused += 1;
-                    return Ok((s, true));
-                }
-                _ => continue,
+    /// Routes an event of upstream token `t` (`readable`: readable, closed or error).
+    pub fn event(&mut self, t: Token, readable: bool) -> UpEvent {
+        let slot = t.0 - UP_TOKEN_BASE;
+        match self.slots.get(slot) {
+            Some(Some(owner)) => UpEvent::Conn(*owner),
+            Some(None) if !readable => UpEvent::Idle,
+            Some(None) => {
+                // An idle connection is readable only when the upstream closed it (or broke
+                // the protocol): never reuse it.
+                self.idle.retain(|(s, _)| *s != slot);
+                self.slots.remove(slot);
+                UpEvent::Idle
             }
+            None => UpEvent::Idle,
         }
-        self.opened += 1;
-        let s = TcpStream::connect(addr)?;
-        let _ = s.set_nodelay(true);
-        Ok((s, false))
     }
 
-    fn give_back(&mut self, s: TcpStream) {
-        if self.idle.len() < POOL_MAX {
-            self.idle.push(s);
+    /// A connection to the upstream for client connection `owner`: an idle one, or a new one.
+    fn checkout(
+        &mut self,
+        addr: SocketAddr,
+        registry: &Registry,
+        owner: usize,
+    ) -> io::Result<(TcpStream, usize, bool)> {
+        if let Some((slot, s)) = self.idle.pop() {
+            self.slots[slot] = Some(owner);
+            self.reused += 1;
+            return Ok((s, slot, true));
+        }
+        let mut s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        let slot = self.slots.insert(Some(owner));
+        // Readable only: writability is watched once a write blocks (a connect in progress,
+        // a full socket), so a plain exchange costs no extra wakeup.
+        if let Err(e) = registry.register(&mut s, Token(UP_TOKEN_BASE + slot), Interest::READABLE) {
+            self.slots.remove(slot);
+            return Err(e);
+        }
+        self.opened += 1;
+        Ok((s, slot, false))
+    }
+
+    fn give_back(
+        &mut self,
+        slot: usize,
+        mut s: TcpStream,
+        registry: &Registry,
+        watching_writes: bool,
+    ) {
+        if watching_writes
+            && registry
+                .reregister(&mut s, Token(UP_TOKEN_BASE + slot), Interest::READABLE)
+                .is_err()
+        {
+            self.release(slot);
+            return;
+        }
+        if self.idle.len() < POOL_MAX && self.slots.contains(slot) {
+            self.slots[slot] = None;
+            self.idle.push((slot, s));
+        } else {
+            self.release(slot);
+        }
+    }
+
+    /// Forgets a slot whose socket is closed (dropping a socket removes it from epoll).
+    fn release(&mut self, slot: usize) {
+        if self.slots.contains(slot) {
+            self.slots.remove(slot);
         }
     }
 
@@ -75,7 +137,8 @@ impl Pool {
 /// What the worker lends an exchange.
 pub struct UpCtx<'a> {
     pub registry: &'a Registry,
-    pub token: Token,
+    /// The client connection's key (owner of the upstream slot).
+    pub owner: usize,
     pub upstream: Upstream,
     pub pool: &'a mut Pool,
 }
@@ -133,6 +196,8 @@ pub struct LogFields {
 
 pub struct Exchange {
     sock: TcpStream,
+    slot: usize,
+    watching_writes: bool,
     retry_ok: bool,
     req_head: Vec<u8>,
     to_up: Vec<u8>,
@@ -173,26 +238,25 @@ pub struct Request<'a> {
     pub _marker: std::marker::PhantomData<&'a ()>,
 }
 
-fn register(registry: &Registry, sock: &mut TcpStream, token: Token) -> io::Result<()> {
-    registry.register(sock, token, Interest::READABLE | Interest::WRITABLE)
-}
-
 impl Exchange {
     /// Starts an exchange on a pooled or new upstream connection.
     pub fn start(r: Request<'_>, up: &mut UpCtx<'_>, now: Instant) -> io::Result<Exchange> {
-        let (mut sock, reused) = up.pool.checkout(up.upstream.addr)?;
-        register(up.registry, &mut sock, up.token)?;
+        let (sock, slot, reused) = up.pool.checkout(up.upstream.addr, up.registry, up.owner)?;
         let req = match r.framing {
             Framing::None => ReqBody::Done,
             Framing::Length(n) => ReqBody::Length(n),
             Framing::Chunked => ReqBody::Chunked(Decoder::default()),
         };
         let retry_ok = reused && r.idempotent && r.framing == Framing::None;
+        // The head is kept for a retry only when one may happen.
+        let req_head = if retry_ok { r.head.clone() } else { Vec::new() };
         Ok(Exchange {
             sock,
+            slot,
+            watching_writes: false,
             retry_ok,
-            to_up: r.head.clone(),
-            req_head: r.head,
+            to_up: r.head,
+            req_head,
             to_up_pos: 0,
             req,
             from_up: Vec::new(),
@@ -201,7 +265,8 @@ impl Exchange {
             got_byte: false,
             sent_client: false,
             started: now,
-            up_readable: true,
+            // The response cannot be there yet: wait for its readiness event (no EAGAIN read).
+            up_readable: false,
             up_writable: true,
             up_eof: false,
             up_shut: false,
@@ -248,11 +313,25 @@ impl Exchange {
         false
     }
 
-    /// Returns the upstream connection to the pool (when it may be reused) or closes it.
-    pub fn finish(mut self, up: &mut UpCtx<'_>) {
-        if self.reusable && self.phase == Phase::Done && matches!(self.req, ReqBody::Done) {
-            let _ = up.registry.deregister(&mut self.sock);
-            up.pool.give_back(self.sock);
+    /// Returns the upstream connection to the pool (when it may be reused) or closes it. Every
+    /// exchange ends here, so its token slot is always released.
+    pub fn finish(self, pool: &mut Pool, registry: &Registry) {
+        if self.reusable
+            && self.phase == Phase::Done
+            && matches!(self.req, ReqBody::Done)
+            && self.from_up.is_empty()
+        {
+            pool.give_back(self.slot, self.sock, registry, self.watching_writes);
+        } else {
+            pool.release(self.slot);
+        }
+    }
+
+    fn watch_writes(&mut self, registry: &Registry) {
+        if !self.watching_writes {
+            self.watching_writes = true;
+            let t = Token(UP_TOKEN_BASE + self.slot);
+            let _ = registry.reregister(&mut self.sock, t, Interest::READABLE | Interest::WRITABLE);
         }
     }
 
@@ -262,13 +341,19 @@ impl Exchange {
             self.retry_ok = false;
             if let Ok(mut s) = TcpStream::connect(up.upstream.addr) {
                 let _ = s.set_nodelay(true);
-                if register(up.registry, &mut s, up.token).is_ok() {
+                let token = Token(UP_TOKEN_BASE + self.slot);
+                if up
+                    .registry
+                    .register(&mut s, token, Interest::READABLE)
+                    .is_ok()
+                {
+                    self.watching_writes = false;
                     up.pool.opened += 1;
                     self.sock = s;
                     self.to_up = self.req_head.clone();
                     self.to_up_pos = 0;
                     self.from_up.clear();
-                    self.up_readable = true;
+                    self.up_readable = false;
                     self.up_writable = true;
                     self.up_eof = false;
                     return None;
@@ -365,6 +450,7 @@ impl Exchange {
                             || e.raw_os_error() == Some(libc::ENOTCONN) =>
                     {
                         self.up_writable = false;
+                        self.watch_writes(up.registry);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
@@ -387,42 +473,35 @@ impl Exchange {
                 let _ = self.sock.shutdown(Shutdown::Write);
             }
 
-            // Upstream reads, while the client keeps up.
-            while self.up_readable
+            // One upstream read per round, while the client keeps up: the response is
+            // interpreted before reading again, so a complete response costs no EAGAIN read.
+            if self.up_readable
                 && !self.up_eof
                 && out.pending() < CLIENT_HIGH
                 && self.from_up.len() < READ_CHUNK + proxy::MAX_RESPONSE_HEAD
             {
-                let len = self.from_up.len();
-                self.from_up.resize(len + READ_CHUNK, 0);
-                let r = self.sock.read(&mut self.from_up[len..]);
-                match r {
+                match crate::sys::read_spare(&self.sock, &mut self.from_up, READ_CHUNK) {
                     Ok(0) => {
-                        self.from_up.truncate(len);
                         self.up_eof = true;
                         progress = true;
                     }
-                    Ok(n) => {
-                        self.from_up.truncate(len + n);
+                    Ok(_) => {
                         self.got_byte = true;
                         progress = true;
                     }
-                    Err(e) => {
-                        self.from_up.truncate(len);
-                        match e.kind() {
-                            io::ErrorKind::WouldBlock => self.up_readable = false,
-                            io::ErrorKind::Interrupted => {}
-                            _ => {
-                                if self.phase == Phase::Tunnel || self.phase == Phase::Body {
-                                    return Step::Abort;
-                                }
-                                if let Some(s) = self.upstream_failed(up) {
-                                    return s;
-                                }
-                                progress = true;
+                    Err(e) => match e.kind() {
+                        io::ErrorKind::WouldBlock => self.up_readable = false,
+                        io::ErrorKind::Interrupted => progress = true,
+                        _ => {
+                            if self.phase == Phase::Tunnel || self.phase == Phase::Body {
+                                return Step::Abort;
                             }
+                            if let Some(s) = self.upstream_failed(up) {
+                                return s;
+                            }
+                            progress = true;
                         }
-                    }
+                    },
                 }
             }
 

@@ -72,3 +72,16 @@ pub fn set_defer_accept(sock: &impl AsRawFd, secs: i32) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// recv(2) of up to `max` bytes appended to `buf`'s spare capacity, without zeroing it first.
+pub fn read_spare(sock: &impl AsRawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let n = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of at least `n` bytes owned by `buf`; recv writes at
+    // most `n` bytes into it.
+    let got = check(unsafe { libc::recv(sock.as_raw_fd(), spare.as_mut_ptr().cast(), n, 0) })?;
+    // SAFETY: recv initialised the first `got` (<= n) bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + got) };
+    Ok(got)
+}

@@ -11,7 +11,7 @@ use slab::Slab;
 
 use crate::accesslog::clf_time;
 use crate::conn::{Conn, Readable, WorkerCtx};
-use crate::forward::{Pool, UpCtx};
+use crate::forward::{Pool, UP_TOKEN_BASE, UpCtx, UpEvent};
 use crate::http::date::DateCache;
 use crate::out::IoModel;
 use crate::vhosts::Registry;
@@ -133,15 +133,17 @@ impl Worker {
                     }
                     continue;
                 }
-                let key = (t.0 - nl) / 2;
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                let ready = if (t.0 - nl) % 2 == 1 {
-                    Ready::Upstream(readable, writable)
+                let (key, ready) = if t.0 >= UP_TOKEN_BASE {
+                    match st.pool.event(t, readable) {
+                        UpEvent::Conn(key) => (key, Ready::Upstream(readable, writable)),
+                        UpEvent::Idle => continue,
+                    }
                 } else if readable {
-                    Ready::Client(Readable::Yes)
+                    (t.0 - nl, Ready::Client(Readable::Yes))
                 } else {
-                    Ready::Client(Readable::No)
+                    (t.0 - nl, Ready::Client(Readable::No))
                 };
                 st.drive(&self.poll, &shared, &limits, key, now, ready);
             }
@@ -185,7 +187,7 @@ impl Worker {
                     .map(|(k, _)| k)
                     .collect();
                 for k in expired {
-                    close(&mut st.conns, k, &shared);
+                    st.close(&self.poll, k, &shared);
                 }
             }
             if let Some(d) = drain_deadline
@@ -240,7 +242,7 @@ impl LoopState {
             path_buf: &mut self.path_buf,
             up: limits.upstream.map(|u| UpCtx {
                 registry: poll.registry(),
-                token: up_token(nl, key),
+                owner: key,
                 upstream: u,
                 pool: &mut self.pool,
             }),
@@ -254,43 +256,37 @@ impl LoopState {
             },
         };
         if !alive {
-            close(&mut self.conns, key, shared);
-        } else if conn.blocked_on_write {
-            watch_writes(poll, &mut self.conns, key, nl, shared);
+            self.close(poll, key, shared);
+        } else if conn.blocked_on_write && !conn.watching_writes {
+            conn.watching_writes = true;
+            if poll
+                .registry()
+                .reregister(
+                    &mut conn.sock,
+                    client_token(nl, key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                self.close(poll, key, shared);
+            }
+        }
+    }
+
+    /// Closes a client connection and its exchange (closing a socket removes it from epoll).
+    fn close(&mut self, poll: &Poll, key: usize, shared: &Shared) {
+        if let Some(mut c) = self.conns.try_remove(key) {
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+            if let Some(f) = c.fwd.take() {
+                f.finish(&mut self.pool, poll.registry());
+            }
         }
     }
 }
 
-/// Each connection has two tokens: its client socket and its upstream socket.
+/// A client connection's poll token (listeners come first).
 fn client_token(nl: usize, key: usize) -> Token {
-    Token(nl + 2 * key)
-}
-
-fn up_token(nl: usize, key: usize) -> Token {
-    Token(nl + 2 * key + 1)
-}
-
-/// Watch writability only once a write has blocked (big bodies, slow readers): most
-/// connections never need it, and registering it costs an event per connection.
-fn watch_writes(poll: &Poll, conns: &mut Slab<Conn>, key: usize, nl: usize, shared: &Shared) {
-    let Some(conn) = conns.get_mut(key) else {
-        return;
-    };
-    if conn.watching_writes {
-        return;
-    }
-    conn.watching_writes = true;
-    if poll
-        .registry()
-        .reregister(
-            &mut conn.sock,
-            Token(key + nl),
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .is_err()
-    {
-        close(conns, key, shared);
-    }
+    Token(nl + key)
 }
 
 fn accept(
@@ -331,12 +327,5 @@ fn accept(
                 return;
             }
         }
-    }
-}
-
-/// Closing the socket removes it from the epoll set (no epoll_ctl needed).
-fn close(conns: &mut Slab<Conn>, key: usize, shared: &Shared) {
-    if conns.try_remove(key).is_some() {
-        shared.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
