@@ -1,16 +1,28 @@
-//! Types shared by the eBPF programs and their user-space loader.
+//! Types shared by the eBPF programs (`httpd-ebpf`) and their user-space loader (`httpd::ebpf`).
 //!
-//! Everything here is `#[repr(C)]` plain data so both sides read the same bytes.
+//! Everything here is `#[repr(C)]` plain data so both sides read the same bytes. IPv4
+//! addresses are kept as the kernel gives them (network byte order in a `u32`); ports are host
+//! byte order.
 
-/// Name of the map of ports whose established connections are counted
-/// (`HashMap<u16 port (host order), u32 slot>`).
+/// Map of ports whose accepted connections are counted (`HashMap<u16, PortSlot>`).
 pub const PORTS_MAP: &str = "PORTS";
-/// Name of the per-CPU array of established-connection counters, one per slot.
+/// Per-CPU array of accepted-connection counters, one per slot.
 pub const CONN_COUNTS_MAP: &str = "CONN_COUNTS";
-/// Name of the sock_ops program that counts established connections.
-pub const COUNT_PROGRAM: &str = "count_established";
+/// SOCKHASH of the httpd<->upstream sockets, keyed by [`SockKey`].
+pub const SOCKS_MAP: &str = "SOCKS";
+/// Array of one [`FastpathConfig`], written by httpd before attaching.
+pub const FASTPATH_MAP: &str = "FASTPATH";
+/// Per-CPU array of fast-path counters, indexed by the `counter` constants.
+pub const FASTPATH_COUNTERS_MAP: &str = "FP_COUNTERS";
+/// The sock_ops program: counts accepted connections, inserts fast-path sockets.
+pub const SOCKOPS_PROGRAM: &str = "httpd_sockops";
+/// The sk_msg program: redirects each message to the peer socket's ingress queue.
+pub const SKMSG_PROGRAM: &str = "httpd_redirect";
+
 /// Number of slots in [`CONN_COUNTS_MAP`] (and so the most ports that can be watched).
 pub const MAX_PORTS: u32 = 16;
+/// Most sockets in [`SOCKS_MAP`] (two per httpd<->upstream connection).
+pub const MAX_SOCKS: u32 = 65_536;
 
 /// Value of [`PORTS_MAP`]: the slot of [`CONN_COUNTS_MAP`] that counts this port.
 #[repr(C)]
@@ -19,6 +31,60 @@ pub struct PortSlot {
     pub slot: u32,
 }
 
+/// Key of [`SOCKS_MAP`]: a socket by its own view of the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockKey {
+    pub local_ip: u32,
+    pub remote_ip: u32,
+    pub local_port: u32,
+    pub remote_port: u32,
+}
+
+impl SockKey {
+    /// The key of the socket at the other end of the same connection.
+    pub fn peer(&self) -> SockKey {
+        SockKey {
+            local_ip: self.remote_ip,
+            remote_ip: self.local_ip,
+            local_port: self.remote_port,
+            remote_port: self.local_port,
+        }
+    }
+}
+
+/// Which connections the fast path takes: those from `source_ip` (the address httpd binds its
+/// upstream sockets to) to `upstream_ip:upstream_port`. Nothing else on the machine matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FastpathConfig {
+    pub source_ip: u32,
+    pub upstream_ip: u32,
+    pub upstream_port: u32,
+    /// 0: the fast path inserts nothing.
+    pub enabled: u32,
+}
+
+/// Indices of [`FASTPATH_COUNTERS_MAP`].
+pub mod counter {
+    /// Sockets inserted into the SOCKHASH.
+    pub const INSERTED: u32 = 0;
+    /// Insertions that failed (map full, ...).
+    pub const INSERT_FAILED: u32 = 1;
+    /// Messages redirected to the peer socket.
+    pub const REDIRECTED: u32 = 2;
+    /// Bytes of those messages.
+    pub const REDIRECTED_BYTES: u32 = 3;
+    /// Messages of fast-path sockets passed to the normal stack (peer not in the map).
+    pub const PASSED: u32 = 4;
+    /// Number of counters.
+    pub const COUNT: u32 = 5;
+}
+
 #[cfg(feature = "user")]
-// SAFETY: PortSlot is repr(C) plain data with no padding; any bit pattern is valid.
-unsafe impl aya::Pod for PortSlot {}
+mod pod {
+    // SAFETY (all three): repr(C) plain data of u32 fields, no padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::PortSlot {}
+    unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::FastpathConfig {}
+}

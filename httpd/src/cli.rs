@@ -71,6 +71,10 @@ pub struct Args {
     /// eBPF programs: auto, on or off.
     #[arg(long, value_enum, default_value = "auto")]
     pub ebpf: EbpfMode,
+    /// Source address of httpd's upstream connections when the eBPF fast path is on; the
+    /// programs take exactly the connections from this address to the upstream.
+    #[arg(long, value_name = "IPV4", default_value = "127.0.0.2")]
+    pub ebpf_source: std::net::Ipv4Addr,
     /// cgroup2 directory the eBPF programs attach to.
     #[arg(long, value_name = "PATH", default_value = crate::ebpf::DEFAULT_CGROUP)]
     pub cgroup: PathBuf,

@@ -1,15 +1,20 @@
 //! Loading and attaching httpd's eBPF programs (crate `httpd-ebpf`, embedded at build time).
 //!
-//! Everything is owned by the process: links are dropped (and the programs detached) when the
-//! [`ConnCounter`] is dropped or the process exits, whatever the way. Nothing is pinned.
+//! Everything is owned by the process: the links are dropped (and the programs detached) when
+//! [`Programs`] is dropped or the process exits, whatever the way (SIGKILL included: the kernel
+//! releases links with the last fd). Nothing is pinned.
 
 use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use aya::maps::{HashMap, PerCpuArray};
-use aya::programs::{CgroupAttachMode, SockOps};
-use httpd_common::ebpf::{CONN_COUNTS_MAP, COUNT_PROGRAM, MAX_PORTS, PORTS_MAP, PortSlot};
+use aya::maps::{Array, HashMap, PerCpuArray, SockHash};
+use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
+use httpd_common::ebpf::{
+    CONN_COUNTS_MAP, FASTPATH_COUNTERS_MAP, FASTPATH_MAP, FastpathConfig, MAX_PORTS, PORTS_MAP,
+    PortSlot, SKMSG_PROGRAM, SOCKOPS_PROGRAM, SOCKS_MAP, SockKey, counter,
+};
 
 /// Default cgroup2 mount on this platform (`/sys/fs/cgroup` itself is cgroup v1 here).
 pub const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/unified";
@@ -49,19 +54,63 @@ pub fn object() -> Option<&'static [u8]> {
     }
 }
 
-/// The sock_ops program that counts connections established on watched local ports.
-pub struct ConnCounter {
-    bpf: Ebpf,
-    ports: Vec<u16>,
+/// The connections the fast path takes: httpd's upstream sockets, bound to `source`, to
+/// `upstream`. Other connections, other clients of the same app server included, never match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fastpath {
+    pub source: Ipv4Addr,
+    pub upstream: SocketAddrV4,
 }
 
-impl ConnCounter {
-    /// Loads the programs, records `ports`, attaches to the cgroup2 directory `cgroup`.
-    pub fn attach(cgroup: &Path, ports: &[u16]) -> Result<ConnCounter, EbpfError> {
+/// Fast-path counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub inserted: u64,
+    pub insert_failed: u64,
+    pub redirected: u64,
+    pub redirected_bytes: u64,
+    pub passed: u64,
+}
+
+impl std::fmt::Display for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "inserted={} insert_failed={} redirected={} redirected_bytes={} passed={}",
+            self.inserted, self.insert_failed, self.redirected, self.redirected_bytes, self.passed
+        )
+    }
+}
+
+/// The loaded and attached programs.
+pub struct Programs {
+    bpf: Ebpf,
+    ports: Vec<u16>,
+    pub fastpath: Option<Fastpath>,
+    pub cgroup: PathBuf,
+}
+
+fn ip_u32(ip: Ipv4Addr) -> u32 {
+    // The kernel hands addresses over as stored in the packet: network order in memory.
+    u32::from_ne_bytes(ip.octets())
+}
+
+impl Programs {
+    /// Loads the programs, writes the configuration, attaches sk_msg to the SOCKHASH and
+    /// sock_ops to the cgroup2 directory `cgroup`.
+    pub fn attach(
+        cgroup: &Path,
+        ports: &[u16],
+        fastpath: Option<Fastpath>,
+    ) -> Result<Programs, EbpfError> {
         let obj = object().ok_or(EbpfError::NotBuilt)?;
         if ports.len() > MAX_PORTS as usize {
             return Err(EbpfError::TooManyPorts(ports.len()));
         }
+        let cg = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
         let mut bpf = Ebpf::load(obj)?;
         {
             let mut map: HashMap<_, u16, PortSlot> = HashMap::try_from(
@@ -72,23 +121,51 @@ impl ConnCounter {
                 map.insert(port, PortSlot { slot }, 0)?;
             }
         }
-        let cg = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
-            path: cgroup.to_path_buf(),
-            source,
-        })?;
-        let prog: &mut SockOps = bpf
-            .program_mut(COUNT_PROGRAM)
-            .ok_or(EbpfError::Missing(COUNT_PROGRAM))?
+        if let Some(fp) = fastpath {
+            let mut cfg: Array<_, FastpathConfig> = Array::try_from(
+                bpf.map_mut(FASTPATH_MAP)
+                    .ok_or(EbpfError::Missing(FASTPATH_MAP))?,
+            )?;
+            cfg.set(
+                0,
+                FastpathConfig {
+                    source_ip: ip_u32(fp.source),
+                    upstream_ip: ip_u32(*fp.upstream.ip()),
+                    upstream_port: u32::from(fp.upstream.port()),
+                    enabled: 1,
+                },
+                0,
+            )?;
+            let socks: SockHash<_, SockKey> =
+                SockHash::try_from(bpf.map(SOCKS_MAP).ok_or(EbpfError::Missing(SOCKS_MAP))?)?;
+            let socks_fd = socks.fd().try_clone().map_err(|e| {
+                EbpfError::Map(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                }))
+            })?;
+            let msg: &mut SkMsg = bpf
+                .program_mut(SKMSG_PROGRAM)
+                .ok_or(EbpfError::Missing(SKMSG_PROGRAM))?
+                .try_into()?;
+            msg.load()?;
+            msg.attach(&socks_fd)?;
+        }
+        let ops: &mut SockOps = bpf
+            .program_mut(SOCKOPS_PROGRAM)
+            .ok_or(EbpfError::Missing(SOCKOPS_PROGRAM))?
             .try_into()?;
-        prog.load()?;
-        prog.attach(cg, CgroupAttachMode::Single)?;
-        Ok(ConnCounter {
+        ops.load()?;
+        ops.attach(cg, CgroupAttachMode::Single)?;
+        Ok(Programs {
             bpf,
             ports: ports.to_vec(),
+            fastpath,
+            cgroup: cgroup.to_path_buf(),
         })
     }
 
-    /// Connections established on `port` since attach, summed over CPUs.
+    /// Connections accepted on `port` since attach, summed over CPUs.
     pub fn established(&self, port: u16) -> Result<u64, EbpfError> {
         let Some(slot) = self.ports.iter().position(|&p| p == port) else {
             return Ok(0);
@@ -99,5 +176,22 @@ impl ConnCounter {
                 .ok_or(EbpfError::Missing(CONN_COUNTS_MAP))?,
         )?;
         Ok(map.get(&(slot as u32), 0)?.iter().sum())
+    }
+
+    /// The fast-path counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, EbpfError> {
+        let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.bpf
+                .map(FASTPATH_COUNTERS_MAP)
+                .ok_or(EbpfError::Missing(FASTPATH_COUNTERS_MAP))?,
+        )?;
+        let get = |i: u32| -> Result<u64, EbpfError> { Ok(map.get(&i, 0)?.iter().sum()) };
+        Ok(Counters {
+            inserted: get(counter::INSERTED)?,
+            insert_failed: get(counter::INSERT_FAILED)?,
+            redirected: get(counter::REDIRECTED)?,
+            redirected_bytes: get(counter::REDIRECTED_BYTES)?,
+            passed: get(counter::PASSED)?,
+        })
     }
 }

@@ -29,6 +29,35 @@ const POOL_MAX: usize = 64;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub timeout: Duration,
+    /// Bind upstream sockets to this address (the eBPF fast path matches it).
+    pub source: Option<std::net::Ipv4Addr>,
+}
+
+impl Upstream {
+    /// A non-blocking connection to the upstream, from the fast-path source when set.
+    fn connect(&self) -> io::Result<TcpStream> {
+        let s = match self.source {
+            None => TcpStream::connect(self.addr)?,
+            Some(src) => {
+                let sock = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                sock.set_nonblocking(true)?;
+                sock.set_cloexec(true)?;
+                sock.bind(&SocketAddr::new(src.into(), 0).into())?;
+                match sock.connect(&self.addr.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                    Err(e) => return Err(e),
+                }
+                TcpStream::from_std(sock.into())
+            }
+        };
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
 }
 
 /// First poll token of upstream sockets: tokens below are listeners and clients.
@@ -77,7 +106,7 @@ impl Pool {
     /// A connection to the upstream for client connection `owner`: an idle one, or a new one.
     fn checkout(
         &mut self,
-        addr: SocketAddr,
+        up: &Upstream,
         registry: &Registry,
         owner: usize,
     ) -> io::Result<(TcpStream, usize, bool)> {
@@ -86,8 +115,7 @@ impl Pool {
             self.reused += 1;
             return Ok((s, slot, true));
         }
-        let mut s = TcpStream::connect(addr)?;
-        let _ = s.set_nodelay(true);
+        let mut s = up.connect()?;
         let slot = self.slots.insert(Some(owner));
         // Readable only: writability is watched once a write blocks (a connect in progress,
         // a full socket), so a plain exchange costs no extra wakeup.
@@ -241,7 +269,7 @@ pub struct Request<'a> {
 impl Exchange {
     /// Starts an exchange on a pooled or new upstream connection.
     pub fn start(r: Request<'_>, up: &mut UpCtx<'_>, now: Instant) -> io::Result<Exchange> {
-        let (sock, slot, reused) = up.pool.checkout(up.upstream.addr, up.registry, up.owner)?;
+        let (sock, slot, reused) = up.pool.checkout(&up.upstream, up.registry, up.owner)?;
         let req = match r.framing {
             Framing::None => ReqBody::Done,
             Framing::Length(n) => ReqBody::Length(n),
@@ -339,8 +367,7 @@ impl Exchange {
         if !self.got_byte && self.retry_ok {
             // A reused connection the upstream had closed: once more on a fresh one.
             self.retry_ok = false;
-            if let Ok(mut s) = TcpStream::connect(up.upstream.addr) {
-                let _ = s.set_nodelay(true);
+            if let Ok(mut s) = up.upstream.connect() {
                 let token = Token(UP_TOKEN_BASE + self.slot);
                 if up
                     .registry

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::accesslog::LogSet;
 use crate::cli::{Args, EbpfMode};
+use crate::ebpf::{Fastpath, Programs};
 use crate::vhosts::Registry;
 use crate::worker::{Limits, Shared, Worker};
 
@@ -36,7 +37,8 @@ pub fn run(args: Args) -> Result<()> {
     let (listeners, bound) =
         crate::listen::bind_all(&args.listen, workers).context("cannot listen")?;
 
-    let _ebpf = start_ebpf(&args, &bound)?;
+    let ebpf = start_ebpf(&args, &bound)?;
+    let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);
 
     let shared = Arc::new(Shared {
         registry,
@@ -49,6 +51,7 @@ pub fn run(args: Args) -> Result<()> {
             upstream: args.upstream.map(|addr| crate::forward::Upstream {
                 addr,
                 timeout: args.upstream_timeout,
+                source,
             }),
         },
         open: AtomicUsize::new(0),
@@ -98,6 +101,15 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(l) = &logs {
         l.flush_all();
     }
+    if let Some(p) = &ebpf
+        && p.fastpath.is_some()
+    {
+        match p.counters() {
+            Ok(c) => tracing::info!("eBPF fast path counters: {c}"),
+            Err(e) => tracing::warn!("eBPF counters: {e}"),
+        }
+    }
+    drop(ebpf);
     match failed {
         Some(e) => Err(e),
         None => {
@@ -107,19 +119,35 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn start_ebpf(
-    args: &Args,
-    bound: &[std::net::SocketAddr],
-) -> Result<Option<crate::ebpf::ConnCounter>> {
+fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<Option<Programs>> {
     if args.ebpf == EbpfMode::Off {
         tracing::info!("eBPF off (--ebpf off)");
         return Ok(None);
     }
     let ports: Vec<u16> = bound.iter().map(|a| a.port()).collect();
-    match crate::ebpf::ConnCounter::attach(&args.cgroup, &ports) {
-        Ok(c) => {
-            tracing::info!("eBPF on: sock_ops attached to {}", args.cgroup.display());
-            Ok(Some(c))
+    // The fast path needs an IPv4 loopback upstream: only then are both ends on this host.
+    let fastpath = match args.upstream {
+        Some(std::net::SocketAddr::V4(up)) if up.ip().is_loopback() => Some(Fastpath {
+            source: args.ebpf_source,
+            upstream: up,
+        }),
+        _ => None,
+    };
+    match Programs::attach(&args.cgroup, &ports, fastpath) {
+        Ok(p) => {
+            match fastpath {
+                Some(fp) => tracing::info!(
+                    "eBPF on: sock_ops on {}, sk_msg fast path for {} -> {}",
+                    args.cgroup.display(),
+                    fp.source,
+                    fp.upstream
+                ),
+                None => tracing::info!(
+                    "eBPF on: sock_ops on {} (no fast path: the upstream is not an IPv4 loopback address)",
+                    args.cgroup.display()
+                ),
+            }
+            Ok(Some(p))
         }
         Err(e) if args.ebpf == EbpfMode::Auto => {
             tracing::warn!("eBPF off: {e}");

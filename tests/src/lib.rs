@@ -61,7 +61,12 @@ impl Httpd {
     /// Starts httpd on 127.0.0.1 (a free port) over `vhosts` with extra arguments.
     pub fn start(vhosts: &Path, extra: &[&str]) -> Httpd {
         let mut cmd = Command::new(bin("httpd"));
-        cmd.args(["--listen", "127.0.0.1:0", "--ebpf", "off"]);
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--ebpf") {
+            // HTTPD_TEST_EBPF=on runs the functional suites again with the fast path.
+            let mode = std::env::var("HTTPD_TEST_EBPF").unwrap_or_else(|_| "off".into());
+            cmd.args(["--ebpf", &mode]);
+        }
         if !extra.contains(&"--workers") {
             cmd.args(["--workers", "2"]);
         }
@@ -141,6 +146,16 @@ impl Httpd {
         unsafe {
             libc::kill(self.pid(), sig);
         }
+    }
+
+    /// SIGTERM, wait for exit; the exit status code and everything httpd logged.
+    pub fn stop_and_log(self) -> (Option<i32>, Vec<String>) {
+        let log = self.log.clone();
+        let code = self.stop();
+        // The reader thread sees EOF right after the exit.
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = log.lock().map(|l| l.clone()).unwrap_or_default();
+        (code, lines)
     }
 
     /// SIGTERM and wait for exit; returns the exit status code.
@@ -224,6 +239,35 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
     };
     if head_only || status == 304 || status == 204 || (100..200).contains(&status) {
         return Ok(resp);
+    }
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        // De-chunk; trailers are appended to the headers.
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let hex = size.trim_end().split(';').next().unwrap_or("");
+            let n = usize::from_str_radix(hex, 16).map_err(std::io::Error::other)?;
+            if n == 0 {
+                loop {
+                    let mut t = String::new();
+                    r.read_line(&mut t)?;
+                    let t = t.trim_end_matches(['\r', '\n']);
+                    if t.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = t.split_once(':') {
+                        resp.headers.push((k.to_string(), v.trim().to_string()));
+                    }
+                }
+                return Ok(resp);
+            }
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            resp.body.extend_from_slice(&chunk[..n]);
+        }
     }
     if let Some(cl) = resp.header("content-length") {
         let n: usize = cl.parse().map_err(std::io::Error::other)?;
@@ -360,4 +404,15 @@ pub fn partial_io() -> bool {
 /// A transfer size, smaller in the partial-I/O run (where each call moves a few bytes).
 pub fn scaled(full: usize, partial: usize) -> usize {
     if partial_io() { partial } else { full }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Under CI=true, tests that need root and the eBPF object must run, not skip.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
 }

@@ -312,16 +312,12 @@ fn upstream_failures_give_502_504_and_recovery() {
         request(h.addr, "GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n").status,
         504
     );
-    for k in 0..6 {
+    for k in [0, 1, 2, 3, 5] {
         let r = request(
             h.addr,
             &format!("GET /badresp?k={k} HTTP/1.1\r\nHost: x\r\n\r\n"),
         );
-        assert!(
-            r.status == 502 || k == 4,
-            "bad response {k} gave {}",
-            r.status
-        );
+        assert!(r.status == 502, "bad response {k} gave {}", r.status);
     }
     // Mid-body death: the client sees a short body and a closed connection, never a hang.
     let o = curl(&[

@@ -106,8 +106,37 @@ fn test(extra: &[String]) -> Result<()> {
     cmd::cargo(&args)?;
     if extra.is_empty() {
         partial_io_run()?;
+        ebpf_run()?;
     }
     Ok(())
+}
+
+/// The functional end-to-end suites again with `--ebpf on` (root only; one httpd at a time,
+/// as the programs attach to the cgroup in exclusive mode).
+fn ebpf_run() -> Result<()> {
+    if !cmd::is_root() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        anyhow::ensure!(!ci, "CI=true but not root: the --ebpf on run cannot happen");
+        eprintln!("xtask: not root: skipping the --ebpf on run of the functional tests");
+        return Ok(());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    cmd::run(
+        std::process::Command::new(cargo)
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "tests",
+                "--test",
+                "static_serving",
+                "--test",
+                "forward",
+            ])
+            .args(["--", "--test-threads=1"])
+            .env("HTTPD_TEST_EBPF", "on")
+            .current_dir(cmd::root()),
+    )
 }
 
 /// The functional end-to-end tests again, with every socket read and write of httpd cut to a

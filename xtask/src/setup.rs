@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "curl",
     "procps",
     "wget",
+    "bpftool",
 ];
 
 fn installed(pkg: &str) -> bool {

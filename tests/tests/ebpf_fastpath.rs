@@ -1,0 +1,192 @@
+//! The eBPF fast path end to end (root): forwarded traffic really goes through sk_msg, other
+//! connections on the machine are never touched, and nothing stays attached after httpd exits.
+//! Under CI=true these tests fail instead of skipping when they cannot run.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tests::{App, Httpd, Raw, ci, is_root, mkroot, request, write_tree};
+
+/// One attached httpd at a time (the programs attach to the cgroup in exclusive mode).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn runnable() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!ci(), "CI=true but the eBPF tests cannot run: not root");
+    eprintln!("skipped: not root");
+    false
+}
+
+fn site() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write_tree(&src, &[("index.html", b"static")]);
+    let vhosts = dir.path().join("vhosts");
+    std::fs::create_dir(&vhosts).unwrap();
+    mkroot(&src, &vhosts.join("__default__"), &[]);
+    (dir, vhosts)
+}
+
+/// Counters from httpd's last log line about them.
+fn counters(log: &[String]) -> std::collections::HashMap<String, u64> {
+    let line = log
+        .iter()
+        .rev()
+        .find(|l| l.contains("eBPF fast path counters:"))
+        .unwrap_or_else(|| panic!("no counters line in {log:?}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+fn start_on(vhosts: &std::path::Path, app: &App) -> Option<Httpd> {
+    let up = app.addr.to_string();
+    let h = Httpd::start(vhosts, &["--ebpf", "on", "--upstream", &up]);
+    if h.log().iter().any(|l| l.contains("sk_msg fast path")) {
+        return Some(h);
+    }
+    assert!(
+        !ci(),
+        "CI=true but the fast path did not load: {:?}",
+        h.log()
+    );
+    None
+}
+
+#[test]
+fn forwarded_traffic_goes_through_sk_msg() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !runnable() {
+        return;
+    }
+    let (_d, vhosts) = site();
+    let app = App::start(None);
+    let Some(h) = start_on(&vhosts, &app) else {
+        return;
+    };
+    let mut c = Raw::connect(h.addr);
+    let mut body_bytes = 0;
+    for i in 0..200 {
+        let r = c.exchange(&format!(
+            "POST /echo?i={i} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        ));
+        assert_eq!(r.status, 200);
+        assert!(String::from_utf8_lossy(&r.body).ends_with("body=hello"));
+        body_bytes += r.body.len();
+        assert_eq!(
+            c.exchange("GET / HTTP/1.1\r\nHost: x\r\n\r\n").body,
+            b"static"
+        );
+    }
+    let r = request(h.addr, "GET /big?bytes=3000000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.body.len(), 3_000_000);
+    let r = request(h.addr, "GET /chunked?n=50 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.body.ends_with(b"chunk-49;"));
+    drop(c);
+    let (code, log) = h.stop_and_log();
+    assert_eq!(code, Some(0));
+    let c = counters(&log);
+    // Both ends of each upstream connection were inserted, and the exchanges went through
+    // sk_msg: at least every response body byte, most of the 3 MB download included.
+    assert!(c["inserted"] >= 2 && c["inserted"] % 2 == 0, "{c:?}");
+    assert!(c["redirected"] >= 400, "{c:?}");
+    assert!(
+        c["redirected_bytes"] as usize > body_bytes + 3_000_000,
+        "{c:?}"
+    );
+    assert_eq!(c["insert_failed"], 0, "{c:?}");
+}
+
+#[test]
+fn other_connections_are_never_touched() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !runnable() {
+        return;
+    }
+    let (_d, vhosts) = site();
+    let app = App::start(None);
+    let Some(h) = start_on(&vhosts, &app) else {
+        return;
+    };
+    // Another client of the same app server, and a connection on another port.
+    for _ in 0..20 {
+        assert_eq!(
+            request(app.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+            200
+        );
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (mut b, _) = l.accept().unwrap();
+    a.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    b.read_exact(&mut buf).unwrap();
+    // Static traffic through httpd needs no upstream connection either.
+    assert_eq!(
+        request(h.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"static"
+    );
+    let (code, log) = h.stop_and_log();
+    assert_eq!(code, Some(0));
+    let c = counters(&log);
+    assert_eq!(c["inserted"], 0, "{c:?}");
+    assert_eq!(c["redirected"], 0, "{c:?}");
+}
+
+#[test]
+fn nothing_stays_attached_after_exit() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !runnable() {
+        return;
+    }
+    let (_d, vhosts) = site();
+    let app = App::start(None);
+    // Normal exit, then SIGKILL: each time a new httpd can attach in exclusive mode, which the
+    // kernel refuses while another program is attached to the cgroup.
+    let Some(h) = start_on(&vhosts, &app) else {
+        return;
+    };
+    assert_eq!(h.stop(), Some(0));
+    let Some(h) = start_on(&vhosts, &app) else {
+        return;
+    };
+    h.signal(libc::SIGKILL);
+    let pid = h.pid();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(h);
+    std::thread::sleep(Duration::from_millis(200));
+    let h = start_on(&vhosts, &app).expect("attach again after SIGKILL");
+    if let Ok(o) = std::process::Command::new("bpftool")
+        .args(["cgroup", "show", "/sys/fs/cgroup/unified"])
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            text.matches("httpd_sockops").count(),
+            1,
+            "exactly the live httpd's program: {text}"
+        );
+    }
+    assert_eq!(h.stop(), Some(0));
+    if let Ok(o) = std::process::Command::new("bpftool")
+        .args(["cgroup", "show", "/sys/fs/cgroup/unified"])
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !text.contains("httpd_sockops"),
+            "still attached after exit: {text}"
+        );
+    }
+}
