@@ -17,6 +17,7 @@ const NGINX_PORT: u16 = 18_082;
 const BACKEND_PORT: u16 = 18_083;
 const SMALL_FILES: usize = 1000;
 
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
     /// Paths requested (cycled), with their expected lengths.
@@ -25,6 +26,8 @@ struct Scenario {
     close: bool,
     /// Misses forwarded to the backend (an nginx `return 200`), compared with nginx proxy_pass.
     upstream: bool,
+    /// httpd runs with `--ebpf on` (the sk_msg fast path to the backend; root only).
+    ebpf: bool,
     /// Check each body in Lua (small files). Large bodies are checked by total bytes instead:
     /// copying 64 MiB bodies into Lua strings would make wrk the bottleneck.
     check_bodies: bool,
@@ -252,7 +255,7 @@ impl Drop for Server {
     }
 }
 
-fn start_httpd(bin: &Path, vhosts: &Path, io: &str) -> Result<Server> {
+fn start_httpd(bin: &Path, vhosts: &Path, io: &str, ebpf: bool) -> Result<Server> {
     let child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin.join("httpd"))
@@ -262,7 +265,7 @@ fn start_httpd(bin: &Path, vhosts: &Path, io: &str) -> Result<Server> {
             "--workers",
             "1",
             "--ebpf",
-            "off",
+            if ebpf { "on" } else { "off" },
             "--io",
             io,
         ])
@@ -410,6 +413,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 64,
             close: false,
             upstream: false,
+            ebpf: false,
             check_bodies: true,
         },
         Scenario {
@@ -418,6 +422,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 64,
             close: false,
             upstream: false,
+            ebpf: false,
             check_bodies: true,
         },
         Scenario {
@@ -426,6 +431,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 8,
             close: false,
             upstream: false,
+            ebpf: false,
             check_bodies: false,
         },
         Scenario {
@@ -434,6 +440,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 2,
             close: false,
             upstream: false,
+            ebpf: false,
             check_bodies: false,
         },
         Scenario {
@@ -442,6 +449,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 16,
             close: true,
             upstream: false,
+            ebpf: false,
             check_bodies: true,
         },
         Scenario {
@@ -450,6 +458,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 64,
             close: false,
             upstream: true,
+            ebpf: false,
             check_bodies: true,
         },
         Scenario {
@@ -458,9 +467,24 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             connections: 8,
             close: false,
             upstream: true,
+            ebpf: false,
             check_bodies: false,
         },
     ];
+    // The same forwarding scenarios with the eBPF fast path on (root only).
+    let mut scenarios = scenarios.to_vec();
+    if cmd::is_root() {
+        for s in scenarios.clone().iter().filter(|s| s.upstream) {
+            let mut e = s.clone();
+            e.name = if s.name.starts_with("forwarded small") {
+                "forwarded small response, eBPF fast path"
+            } else {
+                "forwarded 1 MiB response, eBPF fast path"
+            };
+            e.ebpf = true;
+            scenarios.push(e);
+        }
+    }
     let mut rows = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
         if only.is_some_and(|o| !s.name.contains(o)) {
@@ -475,7 +499,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             None
         };
         let h = {
-            let _srv = start_httpd(&bin, &vhosts, "sendfile")?;
+            let _srv = start_httpd(&bin, &vhosts, "sendfile", s.ebpf)?;
             let srv_pid = _srv.0.id();
             // Warm up, then measure.
             run_wrk(HTTPD_PORT, s, &script, 1, srv_pid)?;
