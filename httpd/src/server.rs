@@ -78,14 +78,25 @@ pub fn run(args: Args) -> Result<()> {
         signal_hook::consts::SIGINT,
     ])?;
     let stopper = shared.clone();
+    let flush_logs = logs.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!("signal {sig}: draining and stopping");
-                stopper.stop.store(true, Ordering::Release);
-                for w in &wakers {
-                    let _ = w.wake();
+            let mut first = true;
+            for sig in signals.forever() {
+                if first {
+                    first = false;
+                    tracing::info!("signal {sig}: draining and stopping (again to stop at once)");
+                    stopper.stop.store(true, Ordering::Release);
+                    for w in &wakers {
+                        let _ = w.wake();
+                    }
+                } else {
+                    tracing::warn!("signal {sig} again: stopping now");
+                    if let Some(l) = &flush_logs {
+                        l.flush_all();
+                    }
+                    std::process::exit(1);
                 }
             }
         })?;
