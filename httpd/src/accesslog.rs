@@ -62,6 +62,43 @@ impl AccessLog {
         let data = std::mem::take(&mut *lock(&self.buf));
         self.write(&data);
     }
+
+    /// Writes what is buffered, renames the file to a unique name and opens a fresh one under
+    /// the configured name. The buffer stays locked throughout, so every record is in exactly
+    /// one of the two files and the renamed one is complete when this returns.
+    fn rotate(&self, stamp: &str) -> std::io::Result<PathBuf> {
+        let mut buf = lock(&self.buf);
+        let data = std::mem::take(&mut *buf);
+        let mut file = lock(&self.file);
+        file.write_all(&data)?;
+        file.sync_data()?;
+        let mut target = PathBuf::from(format!("{}.{stamp}", self.path.display()));
+        let mut n = 1;
+        while target.exists() {
+            target = PathBuf::from(format!("{}.{stamp}.{n}", self.path.display()));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &target)?;
+        *file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        Ok(target)
+    }
+
+    /// Writes what is buffered and reopens the configured name (after an outside tool moved
+    /// the file, logrotate style).
+    fn reopen(&self) -> std::io::Result<()> {
+        let mut buf = lock(&self.buf);
+        let data = std::mem::take(&mut *buf);
+        let mut file = lock(&self.file);
+        file.write_all(&data)?;
+        *file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        Ok(())
+    }
 }
 
 /// The access logs of all hosts, under `--log-dir`.
@@ -108,6 +145,22 @@ impl LogSet {
                 None
             }
         }
+    }
+
+    /// Rotates every open log; returns the renamed files.
+    pub fn rotate(&self) -> std::io::Result<Vec<PathBuf>> {
+        let stamp = clf_stamp();
+        let logs: Vec<Arc<AccessLog>> = lock(&self.logs).values().cloned().collect();
+        logs.iter().map(|l| l.rotate(&stamp)).collect()
+    }
+
+    /// Reopens every log under its configured name.
+    pub fn reopen(&self) -> std::io::Result<usize> {
+        let logs: Vec<Arc<AccessLog>> = lock(&self.logs).values().cloned().collect();
+        for l in &logs {
+            l.reopen()?;
+        }
+        Ok(logs.len())
     }
 
     pub fn flush_all(&self) {
@@ -162,6 +215,29 @@ impl Record<'_> {
         escaped(out, self.user_agent.unwrap_or(b"-"));
         out.extend_from_slice(b"\"\n");
     }
+}
+
+/// A file-name timestamp for rotated logs: `20261122T004500Z`.
+fn clf_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let t = clf_time(secs); // 22/Nov/2026:00:45:00 +0000
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let day = &t[0..2];
+    let mon = months
+        .iter()
+        .position(|m| *m == &t[3..6])
+        .map_or(0, |i| i + 1);
+    let year = &t[7..11];
+    format!(
+        "{year}{mon:02}{day}T{}{}{}Z",
+        &t[12..14],
+        &t[15..17],
+        &t[18..20]
+    )
 }
 
 /// Common Log Format time for Unix seconds (UTC).

@@ -23,18 +23,57 @@ pub enum EbpfMode {
     Off,
 }
 
+/// The command line: serve (the default) or a subcommand.
 #[derive(Parser, Debug)]
 #[command(
     name = "httpd",
     version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
     about = "HTTP/1.1 accelerator: static hits from webroot files, everything else to the upstream",
     long_about = "Serves each entry of VHOSTS_DIR as a virtual host: the file name is the host name \
 (`__default__` for every other host), the file a webroot built by mkroot (or a symlink to one). \
 Entries are added, removed and replaced while httpd runs."
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Talk to a running httpd through its control socket.
+    Ctl {
+        /// The control socket (httpd --control PATH).
+        #[arg(long, value_name = "PATH")]
+        control: PathBuf,
+        /// JSON output (status only).
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: CtlCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug, Clone, Copy)]
+pub enum CtlCommand {
+    /// Version, uptime, connections, requests by outcome, hosts, upstream pool, eBPF.
+    Status,
+    /// Rename every open log to a unique name and open fresh ones; prints the renamed files.
+    Rotate,
+    /// Reopen the logs under their configured names (after logrotate moved them); as SIGUSR1.
+    Reopen,
+    /// Re-read what can change without dropping connections; as SIGHUP.
+    Reload,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of virtual hosts (webroot files or symlinks, named by host).
-    pub vhosts_dir: PathBuf,
+    #[arg(required = true)]
+    pub vhosts_dir: Option<PathBuf>,
     /// Address to listen on; repeatable.
     #[arg(
         long = "listen",
@@ -78,6 +117,21 @@ pub struct Args {
     /// cgroup2 directory the eBPF programs attach to.
     #[arg(long, value_name = "PATH", default_value = crate::ebpf::DEFAULT_CGROUP)]
     pub cgroup: PathBuf,
+    /// Unix control socket for `httpd ctl` (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Serve Prometheus metrics on this separate address (never the public listener).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// After binding the ports and loading eBPF, run as this user (no capability kept).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Fault every webroot into memory when it is loaded, off the serving path.
+    #[arg(long)]
+    pub preload: bool,
+    /// Diagnostics level on stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,

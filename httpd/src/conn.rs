@@ -42,6 +42,7 @@ pub struct WorkerCtx<'a> {
     pub io: IoModel,
     pub now: Instant,
     pub path_buf: &'a mut Vec<u8>,
+    pub stats: &'a crate::stats::Stats,
     /// The upstream side: None when no upstream is configured.
     pub up: Option<UpCtx<'a>>,
 }
@@ -195,7 +196,7 @@ impl Conn {
             self.log_forwarded(&f.log, &a, ctx);
         }
         if let Some(up) = ctx.up.as_mut() {
-            up.pool.timeouts += 1;
+            up.pool.timed_out();
             f.finish(up.pool, up.registry);
         }
         if sent {
@@ -302,7 +303,7 @@ impl Conn {
                         match Exchange::start(req, up, ctx.now) {
                             Ok(x) => self.fwd = Some(Box::new(x)),
                             Err(_) => {
-                                up.pool.failures += 1;
+                                up.pool.failed();
                                 let keep = head_keep(&head);
                                 let a = answer::gateway_error(
                                     502,
@@ -311,17 +312,12 @@ impl Conn {
                                     head.minor,
                                     &mut self.out,
                                 );
-                                self.finish_request(
-                                    &head,
-                                    &a,
-                                    host.and_then(|h| h.log.as_ref()),
-                                    ctx,
-                                );
+                                self.finish_request(&head, &a, host, ctx, true);
                             }
                         }
                         continue;
                     };
-                    self.finish_request(&head, &a, host.and_then(|h| h.log.as_ref()), ctx);
+                    self.finish_request(&head, &a, host, ctx, false);
                     if let Framing::Length(n) = head.framing() {
                         self.discard = n;
                     }
@@ -344,15 +340,22 @@ impl Conn {
         Some(progress)
     }
 
+    /// Counts and logs a request answered here (`forwarded`: it was meant for the upstream).
     fn finish_request(
         &self,
         head: &Head<'_>,
         a: &Answered,
-        log: Option<&std::sync::Arc<crate::accesslog::AccessLog>>,
+        host: Option<&std::sync::Arc<crate::vhosts::Host>>,
         ctx: &WorkerCtx<'_>,
+        forwarded: bool,
     ) {
-        if let Some(log) = log {
-            log.record(&record(head, a, self.peer, ctx.clf_time));
+        ctx.stats.request(a.status, a.bytes, forwarded);
+        if let Some(h) = host {
+            h.stats
+                .request(!forwarded && matches!(a.status, 200 | 206 | 304), a.bytes);
+            if let Some(log) = &h.log {
+                log.record(&record(head, a, self.peer, ctx.clf_time));
+            }
         }
     }
 
@@ -450,10 +453,14 @@ impl Conn {
     }
 
     fn log_forwarded(&self, l: &LogFields, a: &Answered, ctx: &WorkerCtx<'_>) {
+        ctx.stats.request(a.status, a.bytes, true);
         let host = l
             .host
             .as_deref()
             .and_then(|n| ctx.table.find(Some(n.as_bytes())));
+        if let Some(h) = host {
+            h.stats.request(false, a.bytes);
+        }
         if let Some(log) = host.and_then(|h| h.log.as_ref()) {
             log.record(&Record {
                 client: self.peer.ip(),

@@ -5,7 +5,11 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use crate::stats::Stats;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -66,15 +70,11 @@ pub const UP_TOKEN_BASE: usize = 1 << 40;
 /// The upstream connections of a worker. Each keeps one poll registration and one token for its
 /// whole life, in use or idle, so an exchange costs no epoll_ctl and an idle connection the
 /// upstream closes is noticed (its event arrives) and dropped at once.
-#[derive(Default)]
 pub struct Pool {
     /// Per token slot: the client connection using it, or None while idle.
     slots: slab::Slab<Option<usize>>,
     idle: Vec<(usize, TcpStream)>,
-    pub opened: u64,
-    pub reused: u64,
-    pub failures: u64,
-    pub timeouts: u64,
+    pub stats: Arc<Stats>,
 }
 
 /// What an event on an upstream token means.
@@ -86,6 +86,29 @@ pub enum UpEvent {
 }
 
 impl Pool {
+    pub fn new(stats: Arc<Stats>) -> Pool {
+        Pool {
+            slots: slab::Slab::new(),
+            idle: Vec::new(),
+            stats,
+        }
+    }
+
+    /// Counts a failed exchange (502).
+    pub fn failed(&self) {
+        self.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an upstream timeout (504).
+    pub fn timed_out(&self) {
+        self.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn opened(&self) {
+        self.stats.upstream_opened.fetch_add(1, Ordering::Relaxed);
+        self.stats.upstream_open.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Routes an event of upstream token `t` (`readable`: readable, closed or error).
     pub fn event(&mut self, t: Token, readable: bool) -> UpEvent {
         let slot = t.0 - UP_TOKEN_BASE;
@@ -95,7 +118,12 @@ impl Pool {
             Some(None) => {
                 // An idle connection is readable only when the upstream closed it (or broke
                 // the protocol): never reuse it.
+                let before = self.idle.len();
                 self.idle.retain(|(s, _)| *s != slot);
+                if self.idle.len() < before {
+                    self.stats.upstream_idle.fetch_sub(1, Ordering::Relaxed);
+                    self.stats.upstream_open.fetch_sub(1, Ordering::Relaxed);
+                }
                 self.slots.remove(slot);
                 UpEvent::Idle
             }
@@ -112,7 +140,8 @@ impl Pool {
     ) -> io::Result<(TcpStream, usize, bool)> {
         if let Some((slot, s)) = self.idle.pop() {
             self.slots[slot] = Some(owner);
-            self.reused += 1;
+            self.stats.upstream_reused.fetch_add(1, Ordering::Relaxed);
+            self.stats.upstream_idle.fetch_sub(1, Ordering::Relaxed);
             return Ok((s, slot, true));
         }
         let mut s = up.connect()?;
@@ -123,7 +152,7 @@ impl Pool {
             self.slots.remove(slot);
             return Err(e);
         }
-        self.opened += 1;
+        self.opened();
         Ok((s, slot, false))
     }
 
@@ -145,6 +174,7 @@ impl Pool {
         if self.idle.len() < POOL_MAX && self.slots.contains(slot) {
             self.slots[slot] = None;
             self.idle.push((slot, s));
+            self.stats.upstream_idle.fetch_add(1, Ordering::Relaxed);
         } else {
             self.release(slot);
         }
@@ -154,6 +184,7 @@ impl Pool {
     fn release(&mut self, slot: usize) {
         if self.slots.contains(slot) {
             self.slots.remove(slot);
+            self.stats.upstream_open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -375,7 +406,10 @@ impl Exchange {
                     .is_ok()
                 {
                     self.watching_writes = false;
-                    up.pool.opened += 1;
+                    up.pool
+                        .stats
+                        .upstream_opened
+                        .fetch_add(1, Ordering::Relaxed);
                     self.sock = s;
                     self.to_up = self.req_head.clone();
                     self.to_up_pos = 0;
@@ -387,7 +421,7 @@ impl Exchange {
                 }
             }
         }
-        up.pool.failures += 1;
+        up.pool.failed();
         Some(if self.sent_client {
             Step::Abort
         } else {
@@ -536,7 +570,7 @@ impl Exchange {
             match self.phase {
                 Phase::Head => match proxy::parse_response(&self.from_up, self.head_req) {
                     Err(_) => {
-                        up.pool.failures += 1;
+                        up.pool.failed();
                         return if self.sent_client {
                             Step::Abort
                         } else {
@@ -556,7 +590,7 @@ impl Exchange {
                         progress = true;
                         if rh.status == 101 {
                             if !self.upgrade_asked {
-                                up.pool.failures += 1;
+                                up.pool.failed();
                                 return if self.sent_client {
                                     Step::Abort
                                 } else {
@@ -635,7 +669,7 @@ impl Exchange {
                                     self.reusable = false; // bytes past the response: not reusable
                                 }
                             } else if self.up_eof {
-                                up.pool.failures += 1;
+                                up.pool.failed();
                                 return Step::Abort;
                             }
                         }
@@ -657,7 +691,7 @@ impl Exchange {
                                     }
                                 }
                                 Err(_) => {
-                                    up.pool.failures += 1;
+                                    up.pool.failed();
                                     return Step::Abort;
                                 }
                             }
@@ -667,7 +701,7 @@ impl Exchange {
                                     self.reusable = false;
                                 }
                             } else if self.up_eof {
-                                up.pool.failures += 1;
+                                up.pool.failed();
                                 return Step::Abort;
                             }
                         }

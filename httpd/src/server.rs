@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::accesslog::LogSet;
+use std::sync::Mutex;
+
 use crate::cli::{Args, EbpfMode};
+use crate::control::Control;
 use crate::ebpf::{Fastpath, Programs};
 use crate::vhosts::Registry;
 use crate::worker::{Limits, Shared, Worker};
@@ -16,19 +19,23 @@ use crate::worker::{Limits, Shared, Worker};
 const RESCAN: Duration = Duration::from_secs(1);
 
 pub fn run(args: Args) -> Result<()> {
-    if !args.vhosts_dir.is_dir() {
-        bail!("{}: not a directory", args.vhosts_dir.display());
+    let Some(vhosts_dir) = args.vhosts_dir.clone() else {
+        bail!("VHOSTS_DIR is required");
+    };
+    if !vhosts_dir.is_dir() {
+        bail!("{}: not a directory", vhosts_dir.display());
     }
     let logs = match &args.log_dir {
         Some(d) => Some(LogSet::new(d).with_context(|| format!("log directory {}", d.display()))?),
         None => None,
     };
-    let registry = Registry::new(&args.vhosts_dir, logs.clone());
+    let registry = Registry::new(&vhosts_dir, logs.clone());
+    registry.preload.store(args.preload, Ordering::Relaxed);
     let hosts = registry.rescan();
     registry
         .watch(RESCAN)
-        .with_context(|| format!("watching {}", args.vhosts_dir.display()))?;
-    tracing::info!("{hosts} virtual host(s) from {}", args.vhosts_dir.display());
+        .with_context(|| format!("watching {}", vhosts_dir.display()))?;
+    tracing::info!("{hosts} virtual host(s) from {}", vhosts_dir.display());
 
     let workers = args
         .workers
@@ -37,11 +44,12 @@ pub fn run(args: Args) -> Result<()> {
     let (listeners, bound) =
         crate::listen::bind_all(&args.listen, workers).context("cannot listen")?;
 
-    let ebpf = start_ebpf(&args, &bound)?;
+    let (ebpf, ebpf_state) = start_ebpf(&args, &bound)?;
     let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);
 
     let shared = Arc::new(Shared {
         registry,
+        stats: Arc::new(crate::stats::Stats::default()),
         limits: Limits {
             io: args.io,
             inactivity: args.inactivity_timeout,
@@ -73,30 +81,61 @@ pub fn run(args: Args) -> Result<()> {
         tracing::info!("listening on {a} ({workers} workers, io {:?})", args.io);
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    let stopper = shared.clone();
-    let flush_logs = logs.clone();
+    let control = Arc::new(Control {
+        shared: shared.clone(),
+        logs: logs.clone(),
+        ebpf: Mutex::new(ebpf),
+        ebpf_state,
+        workers,
+    });
+    if let Some(path) = &args.control {
+        control
+            .serve(path)
+            .with_context(|| format!("control socket {}", path.display()))?;
+        tracing::info!("control socket {}", path.display());
+    }
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::serve(addr, control.clone())
+            .with_context(|| format!("metrics on {addr}"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+
+    if let Some(user) = &args.user {
+        let (uid, gid) =
+            crate::sys::drop_privileges(user).with_context(|| format!("--user {user}"))?;
+        tracing::info!("running as {user} (uid {uid}, gid {gid})");
+    }
+
+    crate::sys::sd_notify("READY=1");
+
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    let ctl = control.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut first = true;
+            let mut stopping = false;
             for sig in signals.forever() {
-                if first {
-                    first = false;
-                    tracing::info!("signal {sig}: draining and stopping (again to stop at once)");
-                    stopper.stop.store(true, Ordering::Release);
-                    for w in &wakers {
-                        let _ = w.wake();
+                match sig {
+                    SIGUSR1 => tracing::info!("SIGUSR1: {}", ctl.reopen().trim()),
+                    SIGHUP => tracing::info!("SIGHUP: {}", ctl.reload().trim()),
+                    _ if !stopping => {
+                        stopping = true;
+                        tracing::info!(
+                            "signal {sig}: draining and stopping (again to stop at once)"
+                        );
+                        ctl.shared.stop.store(true, Ordering::Release);
+                        for w in &wakers {
+                            let _ = w.wake();
+                        }
                     }
-                } else {
-                    tracing::warn!("signal {sig} again: stopping now");
-                    if let Some(l) = &flush_logs {
-                        l.flush_all();
+                    _ => {
+                        tracing::warn!("signal {sig} again: stopping now");
+                        if let Some(l) = &ctl.logs {
+                            l.flush_all();
+                        }
+                        std::process::exit(1);
                     }
-                    std::process::exit(1);
                 }
             }
         })?;
@@ -112,6 +151,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(l) = &logs {
         l.flush_all();
     }
+    let ebpf = control.ebpf.lock().ok().and_then(|mut g| g.take());
     if let Some(p) = &ebpf
         && p.fastpath.is_some()
     {
@@ -121,6 +161,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     drop(ebpf);
+    if let Some(path) = &args.control {
+        let _ = std::fs::remove_file(path);
+    }
     match failed {
         Some(e) => Err(e),
         None => {
@@ -130,10 +173,10 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<Option<Programs>> {
+fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Programs>, String)> {
     if args.ebpf == EbpfMode::Off {
         tracing::info!("eBPF off (--ebpf off)");
-        return Ok(None);
+        return Ok((None, "off (--ebpf off)".into()));
     }
     let ports: Vec<u16> = bound.iter().map(|a| a.port()).collect();
     // The fast path needs an IPv4 loopback upstream: only then are both ends on this host.
@@ -146,23 +189,24 @@ fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<Option<Prog
     };
     match Programs::attach(&args.cgroup, &ports, fastpath) {
         Ok(p) => {
-            match fastpath {
-                Some(fp) => tracing::info!(
-                    "eBPF on: sock_ops on {}, sk_msg fast path for {} -> {}",
+            let state = match fastpath {
+                Some(fp) => format!(
+                    "on: sock_ops on {}, sk_msg fast path for {} -> {}",
                     args.cgroup.display(),
                     fp.source,
                     fp.upstream
                 ),
-                None => tracing::info!(
-                    "eBPF on: sock_ops on {} (no fast path: the upstream is not an IPv4 loopback address)",
+                None => format!(
+                    "on: sock_ops on {} (no fast path: no IPv4 loopback upstream)",
                     args.cgroup.display()
                 ),
-            }
-            Ok(Some(p))
+            };
+            tracing::info!("eBPF {state}");
+            Ok((Some(p), state))
         }
         Err(e) if args.ebpf == EbpfMode::Auto => {
             tracing::warn!("eBPF off: {e}");
-            Ok(None)
+            Ok((None, format!("off: {e}")))
         }
         Err(e) => Err(e).context("--ebpf on"),
     }

@@ -85,3 +85,52 @@ pub fn read_spare(sock: &impl AsRawFd, buf: &mut Vec<u8>, max: usize) -> io::Res
     unsafe { buf.set_len(buf.len() + got) };
     Ok(got)
 }
+
+/// Drops root for `user`: supplementary groups cleared, then gid and uid set (for every thread:
+/// glibc applies set*id process-wide). With no uid 0 left, no capability remains.
+pub fn drop_privileges(user: &str) -> io::Result<(u32, u32)> {
+    let name =
+        std::ffi::CString::new(user).map_err(|_| io::Error::other("user name contains NUL"))?;
+    // SAFETY: getpwnam with a valid C string; the result is read at once, before any other
+    // call that could reuse its static buffer.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(io::Error::other(format!("no such user: {user}")));
+    }
+    // SAFETY: `pw` is non-null and points to the static passwd entry just returned.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    // SAFETY: plain syscalls with integer arguments; each result is checked.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((uid, gid))
+}
+
+/// sd_notify: sends `state` to the datagram socket in $NOTIFY_SOCKET (systemd Type=notify).
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = result {
+        tracing::warn!("sd_notify: {e}");
+    }
+}

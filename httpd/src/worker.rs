@@ -34,6 +34,7 @@ pub struct Limits {
 /// State shared by the workers and the main thread.
 pub struct Shared {
     pub registry: Arc<Registry>,
+    pub stats: Arc<crate::stats::Stats>,
     pub limits: Limits,
     pub open: AtomicUsize,
     pub stop: AtomicBool,
@@ -72,7 +73,8 @@ impl Worker {
             clf_secs: u64::MAX,
             table: shared.registry.table(),
             path_buf: Vec::with_capacity(256),
-            pool: Pool::default(),
+            pool: Pool::new(shared.stats.clone()),
+            stats: shared.stats.clone(),
             nl,
         };
         let mut table_gen = shared.registry.generation();
@@ -216,6 +218,7 @@ struct LoopState {
     table: Arc<crate::vhosts::HostTable>,
     path_buf: Vec<u8>,
     pool: Pool,
+    stats: Arc<crate::stats::Stats>,
     nl: usize,
 }
 
@@ -240,6 +243,7 @@ impl LoopState {
             io: limits.io,
             now,
             path_buf: &mut self.path_buf,
+            stats: &self.stats,
             up: limits.upstream.map(|u| UpCtx {
                 registry: poll.registry(),
                 owner: key,

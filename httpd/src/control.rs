@@ -1,0 +1,241 @@
+//! The control socket (`--control PATH`, mode 0600) and the `httpd ctl` client: status (text or
+//! JSON), rotate, reopen, reload. One command per connection, one line in, the answer out.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crate::accesslog::LogSet;
+use crate::ebpf::Programs;
+use crate::worker::Shared;
+
+/// What the control socket, the metrics endpoint and the signals act on.
+pub struct Control {
+    pub shared: Arc<Shared>,
+    pub logs: Option<Arc<LogSet>>,
+    pub ebpf: Mutex<Option<Programs>>,
+    /// Why eBPF is off, or how it is attached.
+    pub ebpf_state: String,
+    pub workers: usize,
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Control {
+    /// Re-reads what can change without dropping connections: the vhosts directory.
+    pub fn reload(&self) -> String {
+        let n = self.shared.registry.rescan();
+        format!("reloaded: {n} virtual host(s)\n")
+    }
+
+    pub fn reopen(&self) -> String {
+        match &self.logs {
+            Some(l) => match l.reopen() {
+                Ok(n) => format!("reopened {n} log(s)\n"),
+                Err(e) => format!("error: reopen: {e}\n"),
+            },
+            None => "no logs (--log-dir not set)\n".into(),
+        }
+    }
+
+    pub fn rotate(&self) -> String {
+        match &self.logs {
+            Some(l) => match l.rotate() {
+                Ok(files) => files.iter().map(|f| format!("{}\n", f.display())).collect(),
+                Err(e) => format!("error: rotate: {e}\n"),
+            },
+            None => "no logs (--log-dir not set)\n".into(),
+        }
+    }
+
+    fn ebpf_counters(&self) -> Option<crate::ebpf::Counters> {
+        let g = self.ebpf.lock().ok()?;
+        let p = g.as_ref()?;
+        p.fastpath?;
+        p.counters().ok()
+    }
+
+    pub fn status(&self, json: bool) -> String {
+        let s = self.shared.stats.snapshot();
+        let open = self.shared.open.load(Ordering::Relaxed);
+        let table = self.shared.registry.table();
+        let mut hosts: Vec<_> = table.hosts().collect();
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
+        let ebpf = self.ebpf_counters();
+        let loaded = |h: &crate::vhosts::Host| {
+            h.loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let mut out = String::new();
+        if json {
+            let _ = write!(
+                out,
+                "{{\"version\":{},\"uptime_secs\":{},\"workers\":{},\"open_connections\":{open},\
+\"requests\":{{\"static_hit\":{},\"not_modified\":{},\"partial\":{},\"redirect\":{},\"forwarded\":{},\"client_error\":{},\"server_error\":{}}},\
+\"bytes_sent\":{},\"upstream\":{{\"open\":{},\"idle\":{},\"opened\":{},\"reused\":{},\"failures\":{},\"timeouts\":{}}},\"hosts\":[",
+                json_str(env!("CARGO_PKG_VERSION")),
+                s.uptime_secs,
+                self.workers,
+                s.static_hits,
+                s.not_modified,
+                s.partial,
+                s.redirects,
+                s.forwarded,
+                s.client_errors,
+                s.server_errors,
+                s.bytes_sent,
+                s.upstream_open,
+                s.upstream_idle,
+                s.upstream_opened,
+                s.upstream_reused,
+                s.upstream_failures,
+                s.upstream_timeouts,
+            );
+            for (i, h) in hosts.iter().enumerate() {
+                let (req, hits, bytes) = h.stats.snapshot();
+                let _ = write!(
+                    out,
+                    "{}{{\"name\":{},\"webroot\":{},\"generation\":{},\"loaded_at\":{},\"requests\":{req},\"hits\":{hits},\"bytes\":{bytes}}}",
+                    if i > 0 { "," } else { "" },
+                    json_str(&h.name),
+                    json_str(&h.root.path().display().to_string()),
+                    h.generation,
+                    loaded(h),
+                );
+            }
+            let _ = write!(out, "],\"ebpf\":{{\"state\":{}", json_str(&self.ebpf_state));
+            if let Some(c) = ebpf {
+                let _ = write!(
+                    out,
+                    ",\"inserted\":{},\"insert_failed\":{},\"redirected\":{},\"redirected_bytes\":{},\"passed\":{}",
+                    c.inserted, c.insert_failed, c.redirected, c.redirected_bytes, c.passed
+                );
+            }
+            out.push_str("}}\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "httpd {}  up {}s  workers {}  open connections {open}",
+                env!("CARGO_PKG_VERSION"),
+                s.uptime_secs,
+                self.workers
+            );
+            let _ = writeln!(
+                out,
+                "requests: static hit {}  304 {}  206 {}  301 {}  forwarded {}  4xx {}  5xx {}  bytes sent {}",
+                s.static_hits,
+                s.not_modified,
+                s.partial,
+                s.redirects,
+                s.forwarded,
+                s.client_errors,
+                s.server_errors,
+                s.bytes_sent
+            );
+            let _ = writeln!(
+                out,
+                "upstream: open {}  idle {}  opened {}  reused {}  failures {}  timeouts {}",
+                s.upstream_open,
+                s.upstream_idle,
+                s.upstream_opened,
+                s.upstream_reused,
+                s.upstream_failures,
+                s.upstream_timeouts
+            );
+            let _ = writeln!(out, "ebpf: {}", self.ebpf_state);
+            if let Some(c) = ebpf {
+                let _ = writeln!(out, "ebpf counters: {c}");
+            }
+            let _ = writeln!(
+                out,
+                "{:<28} {:>4} {:>10} {:>10} {:>14}  WEBROOT",
+                "HOST", "GEN", "REQUESTS", "HITS", "BYTES"
+            );
+            for h in hosts {
+                let (req, hits, bytes) = h.stats.snapshot();
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:>4} {req:>10} {hits:>10} {bytes:>14}  {}",
+                    h.name,
+                    h.generation,
+                    h.root.path().display()
+                );
+            }
+        }
+        out
+    }
+
+    /// Answers one command line.
+    pub fn command(&self, line: &str) -> String {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("status"), Some("json")) => self.status(true),
+            (Some("status"), None) => self.status(false),
+            (Some("rotate"), None) => self.rotate(),
+            (Some("reopen"), None) => self.reopen(),
+            (Some("reload"), None) => self.reload(),
+            _ => {
+                format!("error: unknown command {line:?} (status [json], rotate, reopen, reload)\n")
+            }
+        }
+    }
+
+    /// Listens on `path` (mode 0600) on a thread of its own.
+    pub fn serve(self: &Arc<Self>, path: &Path) -> std::io::Result<()> {
+        if path.exists() {
+            std::fs::remove_file(path)?;
+        }
+        let l = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for s in l.incoming().flatten() {
+                    let mut line = String::new();
+                    let mut r = BufReader::new(s.take(4096));
+                    if r.read_line(&mut line).is_err() {
+                        continue;
+                    }
+                    let answer = me.command(line.trim());
+                    let mut s = r.into_inner().into_inner();
+                    let _ = s.write_all(answer.as_bytes());
+                }
+            })?;
+        Ok(())
+    }
+}
+
+/// `httpd ctl`: sends one command, prints the answer. Errors when the answer is an error.
+pub fn client(path: &Path, command: &str) -> anyhow::Result<()> {
+    let mut s =
+        UnixStream::connect(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    s.write_all(format!("{command}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    print!("{out}");
+    if out.starts_with("error:") {
+        anyhow::bail!("{}", out.trim());
+    }
+    Ok(())
+}

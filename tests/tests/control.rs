@@ -1,0 +1,284 @@
+//! Operating httpd: the control socket and `httpd ctl`, log rotation and reopening under a
+//! client loop with no lost line, signals, drain on SIGTERM, metrics, privilege drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tests::{App, Httpd, Raw, bin, is_root, mkroot, request, write_tree};
+
+fn vhosts(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    write_tree(&src, &[("index.html", b"home"), ("a.txt", b"aaa")]);
+    let v = dir.join("vhosts");
+    std::fs::create_dir(&v).unwrap();
+    mkroot(&src, &v.join("__default__"), &[]);
+    std::fs::copy(v.join("__default__"), v.join("two.test")).unwrap();
+    v
+}
+
+fn ctl(control: &Path, args: &[&str]) -> (bool, String) {
+    let o = Command::new(bin("httpd"))
+        .arg("ctl")
+        .arg("--control")
+        .arg(control)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// Lines in every file of `dir` whose name starts with `prefix`.
+fn lines(dir: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
+        .sum()
+}
+
+/// A client loop on its own thread; returns (stop flag, requests sent, failures, handle).
+fn client_loop(
+    h: &Httpd,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (s2, n2, addr) = (stop.clone(), sent.clone(), h.addr);
+    let t = std::thread::spawn(move || {
+        let mut failures = 0;
+        let mut c = Raw::connect(addr);
+        while !s2.load(Ordering::Relaxed) {
+            let r = c.exchange("GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n");
+            if r.status != 200 || r.body != b"aaa" {
+                failures += 1;
+            }
+            n2.fetch_add(1, Ordering::Relaxed);
+        }
+        failures
+    });
+    (stop, sent, t)
+}
+
+#[test]
+fn ctl_status_rotate_reopen_lose_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let logs = dir.path().join("logs");
+    let control = dir.path().join("ctl.sock");
+    let h = Httpd::start(
+        &v,
+        &[
+            "--log-dir",
+            logs.to_str().unwrap(),
+            "--control",
+            control.to_str().unwrap(),
+        ],
+    );
+    assert!(h.wait_log("control socket", Duration::from_secs(5)));
+    let mode = std::fs::metadata(&control)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.unwrap(), 0o600);
+    let (stop, sent, t) = client_loop(&h);
+    std::thread::sleep(Duration::from_millis(200));
+    // rotate: prints the renamed files, which are complete once it returns.
+    let (ok, out) = ctl(&control, &["rotate"]);
+    assert!(ok, "{out}");
+    let rotated: Vec<&str> = out.lines().collect();
+    assert!(
+        rotated.iter().any(|f| f.contains("two.test.access.log.")),
+        "{out}"
+    );
+    for f in &rotated {
+        let text =
+            std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{f:?}: {e} (ctl said {out:?})"));
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "complete lines only in {f}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // reopen after an outside tool moved the file (logrotate style), by ctl and by SIGUSR1.
+    std::fs::rename(
+        logs.join("two.test.access.log"),
+        logs.join("two.test.access.log.moved1"),
+    )
+    .unwrap();
+    let (ok, out) = ctl(&control, &["reopen"]);
+    assert!(ok && out.contains("reopened"), "{out}");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::rename(
+        logs.join("two.test.access.log"),
+        logs.join("two.test.access.log.moved2"),
+    )
+    .unwrap();
+    h.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        logs.join("two.test.access.log").exists(),
+        "SIGUSR1 reopened the log"
+    );
+    // status, text and JSON, while the loop runs.
+    let (ok, out) = ctl(&control, &["status"]);
+    assert!(
+        ok && out.contains("two.test") && out.contains("static hit"),
+        "{out}"
+    );
+    let (ok, json) = ctl(&control, &["--json", "status"]);
+    assert!(
+        ok && json.starts_with('{') && json.contains("\"name\":\"two.test\""),
+        "{json}"
+    );
+    let (ok, _) = ctl(&control, &["reload"]);
+    assert!(ok);
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(t.join().unwrap(), 0, "no failed request");
+    let total = sent.load(Ordering::Relaxed) as usize;
+    let (code, _) = h.stop_and_log();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        lines(&logs, "two.test.access.log"),
+        total,
+        "every request logged exactly once"
+    );
+    assert!(!control.exists(), "control socket removed at exit");
+}
+
+#[test]
+fn metrics_match_requests_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0"]);
+    assert!(h.wait_log("metrics on http://", Duration::from_secs(5)));
+    let line = h
+        .log()
+        .into_iter()
+        .find(|l| l.contains("metrics on http://"))
+        .unwrap();
+    let url = line.split("metrics on ").nth(1).unwrap().trim().to_string();
+    for _ in 0..7 {
+        assert_eq!(
+            request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n").status,
+            200
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            request(h.addr, "GET /missing HTTP/1.1\r\nHost: two.test\r\n\r\n").status,
+            404
+        );
+    }
+    let o = Command::new("curl").args(["-s", &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("httpd_requests_total{outcome=\"static_hit\"} 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("httpd_errors_total{class=\"4xx\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("httpd_host_requests_total{host=\"two.test\"} 10\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("httpd_host_hits_total{host=\"two.test\"} 7\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let app = App::start(None);
+    let up = app.addr.to_string();
+    let h = Httpd::start(&v, &["--upstream", &up]);
+    let addr = h.addr;
+    let slow =
+        std::thread::spawn(move || request(addr, "GET /slow?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, log) = h.stop_and_log();
+    let r = slow.join().unwrap();
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"slow"[..]),
+        "in-flight request finished"
+    );
+    assert_eq!(code, Some(0), "{log:?}");
+}
+
+#[test]
+fn privileges_dropped_to_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root to drop privileges");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    // The webroots must stay readable by the new user.
+    for p in [dir.path().to_path_buf(), v.clone()] {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let h = Httpd::start(&v, &["--user", "nobody"]);
+    assert!(
+        h.wait_log("running as nobody", Duration::from_secs(5)),
+        "{:?}",
+        h.log()
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        field("Uid:")
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == "65534"),
+        "{}",
+        field("Uid:")
+    );
+    assert!(
+        field("Gid:")
+            .split_whitespace()
+            .skip(1)
+            .all(|g| g == "65534"),
+        "{}",
+        field("Gid:")
+    );
+    assert!(
+        field("CapEff:").ends_with("0000000000000000"),
+        "{}",
+        field("CapEff:")
+    );
+    assert!(
+        field("CapPrm:").ends_with("0000000000000000"),
+        "{}",
+        field("CapPrm:")
+    );
+    assert_eq!(
+        request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"aaa"
+    );
+}
+
+#[test]
+fn ctl_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _) = ctl(&dir.path().join("nothing.sock"), &["status"]);
+    assert!(!ok, "no control socket: ctl fails");
+}
