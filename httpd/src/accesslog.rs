@@ -21,17 +21,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// What a log file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Combined Log Format.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Access(Format),
+    /// phhttpd's referer log: `referer -> target`.
+    Referer,
+    /// phhttpd's agent log: the User-Agent.
+    Agent,
+}
+
 /// One log file and its buffer.
 pub struct AccessLog {
+    kind: Kind,
     path: PathBuf,
     buf: Mutex<Vec<u8>>,
     file: Mutex<File>,
 }
 
 impl AccessLog {
-    fn open(path: PathBuf) -> std::io::Result<AccessLog> {
+    fn open(path: PathBuf, kind: Kind) -> std::io::Result<AccessLog> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(AccessLog {
+            kind,
             path,
             buf: Mutex::new(Vec::with_capacity(64 * 1024)),
             file: Mutex::new(file),
@@ -41,7 +61,22 @@ impl AccessLog {
     /// Appends one record.
     pub fn record(&self, r: &Record<'_>) {
         let mut buf = lock(&self.buf);
-        r.write_clf(&mut buf);
+        match self.kind {
+            Kind::Access(Format::Combined) => r.write_clf(&mut buf),
+            Kind::Access(Format::Json) => r.write_json(&mut buf),
+            Kind::Referer => {
+                let Some(referer) = r.referer else { return };
+                escaped(&mut buf, referer);
+                buf.extend_from_slice(b" -> ");
+                escaped(&mut buf, r.target);
+                buf.push(b'\n');
+            }
+            Kind::Agent => {
+                let Some(ua) = r.user_agent else { return };
+                escaped(&mut buf, ua);
+                buf.push(b'\n');
+            }
+        }
         if buf.len() >= FLUSH_AT {
             let data = std::mem::take(&mut *buf);
             drop(buf);
@@ -101,17 +136,40 @@ impl AccessLog {
     }
 }
 
-/// The access logs of all hosts, under `--log-dir`.
+/// The logs of one host: access log, and the optional referer and agent logs.
+pub struct HostLogs {
+    files: Vec<Arc<AccessLog>>,
+}
+
+impl HostLogs {
+    pub fn record(&self, r: &Record<'_>) {
+        for f in &self.files {
+            f.record(r);
+        }
+    }
+}
+
+/// What `--log-dir` and its companions ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    pub format: Format,
+    pub referer: bool,
+    pub agent: bool,
+}
+
+/// The logs of all hosts, under `--log-dir`.
 pub struct LogSet {
     dir: PathBuf,
-    logs: Mutex<HashMap<String, Arc<AccessLog>>>,
+    opts: LogOptions,
+    logs: Mutex<HashMap<String, Arc<HostLogs>>>,
 }
 
 impl LogSet {
-    pub fn new(dir: &Path) -> std::io::Result<Arc<LogSet>> {
+    pub fn new(dir: &Path, opts: LogOptions) -> std::io::Result<Arc<LogSet>> {
         std::fs::create_dir_all(dir)?;
         let set = Arc::new(LogSet {
             dir: dir.to_path_buf(),
+            opts,
             logs: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&set);
@@ -127,36 +185,52 @@ impl LogSet {
         Ok(set)
     }
 
-    /// The log of `host` (`<dir>/<host>.access.log`), opened on first use.
-    pub fn get(&self, host: &str) -> Option<Arc<AccessLog>> {
+    /// The logs of `host` (`<dir>/<host>.access.log`, `.referer.log`, `.agent.log`), opened on
+    /// first use.
+    pub fn get(&self, host: &str) -> Option<Arc<HostLogs>> {
         let mut logs = lock(&self.logs);
         if let Some(l) = logs.get(host) {
             return Some(l.clone());
         }
-        let path = self.dir.join(format!("{host}.access.log"));
-        match AccessLog::open(path) {
-            Ok(l) => {
-                let l = Arc::new(l);
-                logs.insert(host.to_string(), l.clone());
-                Some(l)
-            }
-            Err(e) => {
-                tracing::error!("access log for {host} in {}: {e}", self.dir.display());
-                None
+        let mut wanted = vec![("access", Kind::Access(self.opts.format))];
+        if self.opts.referer {
+            wanted.push(("referer", Kind::Referer));
+        }
+        if self.opts.agent {
+            wanted.push(("agent", Kind::Agent));
+        }
+        let mut files = Vec::new();
+        for (suffix, kind) in wanted {
+            let path = self.dir.join(format!("{host}.{suffix}.log"));
+            match AccessLog::open(path, kind) {
+                Ok(l) => files.push(Arc::new(l)),
+                Err(e) => {
+                    tracing::error!("{suffix} log for {host} in {}: {e}", self.dir.display());
+                    return None;
+                }
             }
         }
+        let l = Arc::new(HostLogs { files });
+        logs.insert(host.to_string(), l.clone());
+        Some(l)
+    }
+
+    fn all(&self) -> Vec<Arc<AccessLog>> {
+        lock(&self.logs)
+            .values()
+            .flat_map(|h| h.files.iter().cloned())
+            .collect()
     }
 
     /// Rotates every open log; returns the renamed files.
     pub fn rotate(&self) -> std::io::Result<Vec<PathBuf>> {
         let stamp = clf_stamp();
-        let logs: Vec<Arc<AccessLog>> = lock(&self.logs).values().cloned().collect();
-        logs.iter().map(|l| l.rotate(&stamp)).collect()
+        self.all().iter().map(|l| l.rotate(&stamp)).collect()
     }
 
     /// Reopens every log under its configured name.
     pub fn reopen(&self) -> std::io::Result<usize> {
-        let logs: Vec<Arc<AccessLog>> = lock(&self.logs).values().cloned().collect();
+        let logs = self.all();
         for l in &logs {
             l.reopen()?;
         }
@@ -164,8 +238,7 @@ impl LogSet {
     }
 
     pub fn flush_all(&self) {
-        let logs: Vec<Arc<AccessLog>> = lock(&self.logs).values().cloned().collect();
-        for l in logs {
+        for l in self.all() {
             l.flush();
         }
     }
@@ -199,7 +272,53 @@ fn escaped(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
+fn json_field(out: &mut Vec<u8>, v: &[u8]) {
+    out.push(b'"');
+    let cut = v.len() > MAX_FIELD;
+    for &c in &v[..v.len().min(MAX_FIELD)] {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x20..=0x7e => out.push(c),
+            _ => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
+    }
+    if cut {
+        out.extend_from_slice(b"...");
+    }
+    out.push(b'"');
+}
+
 impl Record<'_> {
+    /// One JSON object: time, client, method, target, protocol, status, bytes, referer, agent.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "{{\"time\":\"{}\",\"client\":\"{}\",\"method\":",
+            self.time, self.client
+        );
+        json_field(out, self.method);
+        out.extend_from_slice(b",\"target\":");
+        json_field(out, self.target);
+        let _ = write!(
+            out,
+            ",\"protocol\":\"HTTP/1.{}\",\"status\":{},\"bytes\":{},\"referer\":",
+            self.minor, self.status, self.bytes
+        );
+        match self.referer {
+            Some(v) => json_field(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"user_agent\":");
+        match self.user_agent {
+            Some(v) => json_field(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}\n");
+    }
+
     /// `host - - [time] "request" status bytes "referer" "user-agent"`
     pub fn write_clf(&self, out: &mut Vec<u8>) {
         let _ = write!(out, "{} - - [{}] \"", self.client, self.time);

@@ -104,9 +104,18 @@ pub struct Args {
     /// Most open client connections; more are closed at accept.
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pub max_connections: usize,
-    /// Directory for per-host access logs (`HOST.access.log`, Combined Log Format).
+    /// Directory for per-host access logs (`HOST.access.log`).
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Access log format: combined (Combined Log Format) or json (one object per line).
+    #[arg(long, value_enum, default_value = "combined")]
+    pub log_format: crate::accesslog::Format,
+    /// Also write `HOST.referer.log` (`referer -> target`, as phhttpd did).
+    #[arg(long)]
+    pub log_referer: bool,
+    /// Also write `HOST.agent.log` (one User-Agent per line).
+    #[arg(long)]
+    pub log_agent: bool,
     /// eBPF programs: auto, on or off.
     #[arg(long, value_enum, default_value = "auto")]
     pub ebpf: EbpfMode,

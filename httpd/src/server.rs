@@ -26,7 +26,17 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{}: not a directory", vhosts_dir.display());
     }
     let logs = match &args.log_dir {
-        Some(d) => Some(LogSet::new(d).with_context(|| format!("log directory {}", d.display()))?),
+        Some(d) => Some(
+            LogSet::new(
+                d,
+                crate::accesslog::LogOptions {
+                    format: args.log_format,
+                    referer: args.log_referer,
+                    agent: args.log_agent,
+                },
+            )
+            .with_context(|| format!("log directory {}", d.display()))?,
+        ),
         None => None,
     };
     let registry = Registry::new(&vhosts_dir, logs.clone());

@@ -26,7 +26,7 @@ pub struct Host {
     /// Incremented each time this host's webroot is replaced.
     pub generation: u64,
     pub loaded_at: SystemTime,
-    pub log: Option<Arc<crate::accesslog::AccessLog>>,
+    pub log: Option<Arc<crate::accesslog::HostLogs>>,
     /// Counters of this host name (kept across replacements).
     pub stats: Arc<crate::stats::HostStats>,
 }

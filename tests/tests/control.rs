@@ -282,3 +282,48 @@ fn ctl_reports_errors() {
     let (ok, _) = ctl(&dir.path().join("nothing.sock"), &["status"]);
     assert!(!ok, "no control socket: ctl fails");
 }
+
+#[test]
+fn json_referer_and_agent_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let logs = dir.path().join("logs");
+    let h = Httpd::start(
+        &v,
+        &[
+            "--log-dir",
+            logs.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--log-referer",
+            "--log-agent",
+        ],
+    );
+    let long = "x".repeat(5000);
+    request(
+        h.addr,
+        &format!(
+            "GET /a.txt?q={long} HTTP/1.1\r\nHost: two.test\r\nReferer: http://r/\"x\r\nUser-Agent: ua/1\r\n\r\n"
+        ),
+    );
+    let (code, _) = h.stop_and_log();
+    assert_eq!(code, Some(0));
+    let access = std::fs::read_to_string(logs.join("two.test.access.log")).unwrap();
+    assert!(access.starts_with("{\"time\":\""), "{access}");
+    assert!(
+        access.contains(
+            "\"status\":200,\"bytes\":3,\"referer\":\"http://r/\\\"x\",\"user_agent\":\"ua/1\"}"
+        ),
+        "{access}"
+    );
+    assert!(access.len() < 1500, "long fields are cut");
+    let referer = std::fs::read_to_string(logs.join("two.test.referer.log")).unwrap();
+    assert!(
+        referer.starts_with("http://r/\\x22x -> /a.txt?q=xxx"),
+        "{referer}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(logs.join("two.test.agent.log")).unwrap(),
+        "ua/1\n"
+    );
+}
