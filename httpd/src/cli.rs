@@ -29,7 +29,6 @@ pub enum EbpfMode {
     name = "httpd",
     version,
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true,
     about = "HTTP/1.1 accelerator: static hits from webroot files, everything else to the upstream",
     long_about = "Serves each entry of VHOSTS_DIR as a virtual host: the file name is the host name \
 (`__default__` for every other host), the file a webroot built by mkroot (or a symlink to one). \
@@ -44,6 +43,8 @@ pub struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig { file: PathBuf },
     /// Talk to a running httpd through its control socket.
     Ctl {
         /// The control socket (httpd --control PATH).
@@ -71,9 +72,12 @@ pub enum CtlCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Directory of virtual hosts (webroot files or symlinks, named by host).
-    #[arg(required = true)]
+    /// Directory of virtual hosts (webroot files or symlinks, named by host); or
+    /// `vhosts_dir` in the configuration file.
     pub vhosts_dir: Option<PathBuf>,
+    /// Configuration file (TOML) with any of these settings and per-host ones; flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on; repeatable.
     #[arg(
         long = "listen",

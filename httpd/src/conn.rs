@@ -297,14 +297,19 @@ impl Conn {
                     };
                     let Some(a) = answer::answer(&head, host, &mut actx, &mut self.out) else {
                         // Not a static hit: forward it.
-                        let req = self.forward_request(&head, host.map(|h| h.name.clone()));
-                        self.start += head.len;
                         let up = ctx.up.as_mut()?;
-                        match Exchange::start(req, up, ctx.now) {
+                        let fallback = up.upstream.addr.to_string();
+                        let req =
+                            self.forward_request(&head, host.map(|h| h.name.clone()), &fallback);
+                        self.start += head.len;
+                        match Exchange::start(req, up) {
                             Ok(x) => self.fwd = Some(Box::new(x)),
                             Err(_) => {
                                 up.pool.failed();
-                                let keep = head_keep(&head);
+                                // The body was not read: skip it, or close when it cannot be
+                                // skipped, so it is never parsed as a request.
+                                let keep =
+                                    head.keep_alive && !head.chunked && !head.expect_continue;
                                 let a = answer::gateway_error(
                                     502,
                                     ctx.date,
@@ -313,6 +318,13 @@ impl Conn {
                                     &mut self.out,
                                 );
                                 self.finish_request(&head, &a, host, ctx, true);
+                                if let Framing::Length(n) = head.framing() {
+                                    self.discard = n;
+                                }
+                                if a.close {
+                                    self.state = State::Closing;
+                                    self.unread_input = true;
+                                }
                             }
                         }
                         continue;
@@ -359,10 +371,15 @@ impl Conn {
         }
     }
 
-    fn forward_request(&self, head: &Head<'_>, host: Option<String>) -> Request<'static> {
+    fn forward_request(
+        &self,
+        head: &Head<'_>,
+        host: Option<String>,
+        fallback_host: &str,
+    ) -> Request<'static> {
         let raw = &self.rbuf[self.start..self.start + head.len];
         let mut up_head = Vec::with_capacity(head.len + 128);
-        proxy::upstream_request(raw, head, self.peer.ip(), &mut up_head);
+        proxy::upstream_request(raw, head, self.peer.ip(), fallback_host, &mut up_head);
         let m = head.method_bytes;
         Request {
             head: up_head,
@@ -401,7 +418,9 @@ impl Conn {
         );
         self.start += consumed;
         match step {
-            Step::Pending => Some(false),
+            // Client bytes moved upstream count as progress: the read side may have stopped at
+            // its cap and must be read again (edge-triggered: no new event would come).
+            Step::Pending => Some(consumed > 0),
             Step::Abort => {
                 // Send what arrived, then close: the short body shows the truncation.
                 let f = self.fwd.take()?;
@@ -496,10 +515,6 @@ impl Conn {
             }
         }
     }
-}
-
-fn head_keep(h: &Head<'_>) -> bool {
-    h.keep_alive && h.framing() == Framing::None
 }
 
 fn record<'a>(h: &Head<'a>, a: &Answered, peer: SocketAddr, time: &'a str) -> Record<'a> {

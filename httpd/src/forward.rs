@@ -267,7 +267,8 @@ pub struct Exchange {
     resp: RespBody,
     got_byte: bool,
     sent_client: bool,
-    started: Instant,
+    /// When the last request byte was written to the upstream.
+    sent_at: Option<Instant>,
     up_readable: bool,
     up_writable: bool,
     up_eof: bool,
@@ -299,7 +300,7 @@ pub struct Request<'a> {
 
 impl Exchange {
     /// Starts an exchange on a pooled or new upstream connection.
-    pub fn start(r: Request<'_>, up: &mut UpCtx<'_>, now: Instant) -> io::Result<Exchange> {
+    pub fn start(r: Request<'_>, up: &mut UpCtx<'_>) -> io::Result<Exchange> {
         let (sock, slot, reused) = up.pool.checkout(&up.upstream, up.registry, up.owner)?;
         let req = match r.framing {
             Framing::None => ReqBody::Done,
@@ -323,7 +324,7 @@ impl Exchange {
             resp: RespBody::Close,
             got_byte: false,
             sent_client: false,
-            started: now,
+            sent_at: None,
             // The response cannot be there yet: wait for its readiness event (no EAGAIN read).
             up_readable: false,
             up_writable: true,
@@ -349,13 +350,18 @@ impl Exchange {
     }
 
     /// Whether no response has begun and the upstream timeout has passed.
+    /// The upstream timeout runs from the moment the whole request was written, so a slow
+    /// upload is never mistaken for a slow upstream.
     pub fn timed_out(&self, now: Instant, timeout: Duration) -> bool {
-        self.phase == Phase::Head && now.duration_since(self.started) >= timeout
+        self.phase == Phase::Head
+            && self
+                .sent_at
+                .is_some_and(|t| now.duration_since(t) >= timeout)
     }
 
     /// No response head yet: the upstream timeout applies, not the client's inactivity.
     pub fn awaiting_response(&self) -> bool {
-        self.phase == Phase::Head
+        self.phase == Phase::Head && self.sent_at.is_some()
     }
 
     pub fn sent_client(&self) -> bool {
@@ -375,7 +381,10 @@ impl Exchange {
     /// Returns the upstream connection to the pool (when it may be reused) or closes it. Every
     /// exchange ends here, so its token slot is always released.
     pub fn finish(self, pool: &mut Pool, registry: &Registry) {
+        // Reusable only when every request byte reached the upstream: an early response with
+        // part of the request unsent would leave the upstream waiting for the rest.
         if self.reusable
+            && self.to_up_pos == self.to_up.len()
             && self.phase == Phase::Done
             && matches!(self.req, ReqBody::Done)
             && self.from_up.is_empty()
@@ -413,6 +422,7 @@ impl Exchange {
                     self.sock = s;
                     self.to_up = self.req_head.clone();
                     self.to_up_pos = 0;
+                    self.sent_at = None;
                     self.from_up.clear();
                     self.up_readable = false;
                     self.up_writable = true;
@@ -523,6 +533,12 @@ impl Exchange {
                         }
                     }
                 }
+            }
+            if self.sent_at.is_none()
+                && matches!(self.req, ReqBody::Done)
+                && self.to_up_pos == self.to_up.len()
+            {
+                self.sent_at = Some(Instant::now());
             }
             if self.phase == Phase::Tunnel
                 && client_eof

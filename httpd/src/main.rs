@@ -1,10 +1,36 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use httpd::cli::{Cli, Command, CtlCommand};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match httpd::config::load(file) {
+            Ok(f) => {
+                httpd::config::apply(&mut cli.args, &f, &matches);
+                print!("{}", httpd::config::render(&cli.args, &f));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("httpd check-config: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(path) = cli.args.config.clone() {
+        match httpd::config::load(&path) {
+            Ok(f) => httpd::config::apply(&mut cli.args, &f, &matches),
+            Err(e) => {
+                eprintln!("httpd: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(Command::Ctl { control, json, cmd }) = &cli.command {
         let line = match cmd {
             CtlCommand::Status if *json => "status json",

@@ -123,6 +123,39 @@ fn headers_are_rewritten_both_ways() {
     assert_eq!(r.header("via"), Some("1.1 httpd"));
     assert!(r.header("date").is_some());
     assert_eq!(r.header("x-app"), Some("echo"));
+    // Absolute form: the target's authority becomes Host.
+    let r = request(
+        h.addr,
+        "GET http://abs.example:81/echo HTTP/1.1\r\nHost: other\r\n\r\n",
+    );
+    let b = body_str(&r);
+    assert!(
+        b.contains("Host: abs.example:81\r\n") && !b.contains("Host: other"),
+        "{b}"
+    );
+    assert!(b.contains("X-Forwarded-Host: abs.example:81\r\n"), "{b}");
+    // HTTP/1.0 without Host: the upstream still gets one; Upgrade is ignored in 1.0.
+    let r = request(
+        h.addr,
+        "GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "no 101 for HTTP/1.0");
+    let b = body_str(&r);
+    assert!(
+        b.contains(&format!("Host: {}\r\n", app.addr)) && !b.contains("Upgrade"),
+        "{b}"
+    );
+    // An upstream that lists Content-Length as hop-by-hop cannot unframe its response.
+    let mut c = Raw::connect(h.addr);
+    let r = c.exchange("GET /hopcl HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(
+        (r.header("content-length"), r.body.as_slice()),
+        (Some("5"), &b"hello"[..])
+    );
+    assert_eq!(
+        c.exchange("GET /s.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"static file"
+    );
     // HTTP/1.0 client: Via says 1.0, connection closes.
     let r = request(h.addr, "GET /echo HTTP/1.0\r\n\r\n");
     assert!(body_str(&r).contains("Via: 1.0 httpd\r\n"));

@@ -129,6 +129,10 @@ impl Decoder {
                     if (c < 0x20 && c != b'\t' && c != b'\r') || c == 0x7f {
                         return Err(ChunkError::Extension);
                     }
+                    if quoted && c == b'\r' {
+                        // A bare CR is never valid, escaped or not (RFC 9112 section 2.2).
+                        return Err(ChunkError::Extension);
+                    }
                     self.st = if quoted {
                         if escape {
                             St::Ext {
@@ -283,6 +287,7 @@ mod tests {
             b"5\r\nhello\n0\r\n\r\n",
             b"10000000000000000\r\n",
             b"5;a\x00b\r\n",
+            b"1;a=\"\\\r\"\r\nx\r\n0\r\n\r\n",
             b"0\r\nBad Trailer\r\n\r\n",
             b"0\r\nX: a\nb\r\n\r\n",
             b"0\r\n\n",

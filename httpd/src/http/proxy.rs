@@ -49,7 +49,13 @@ fn joined(headers: &[httparse::Header<'_>], name: &str) -> Option<Vec<u8>> {
 /// The request head sent upstream: method and target exactly as received, HTTP/1.1, the
 /// client's headers minus hop-by-hop ones, one normalised Content-Length or chunked framing,
 /// X-Forwarded-For/-Proto/-Host and Via.
-pub fn upstream_request(raw_head: &[u8], h: &Head<'_>, client: IpAddr, out: &mut Vec<u8>) {
+pub fn upstream_request(
+    raw_head: &[u8],
+    h: &Head<'_>,
+    client: IpAddr,
+    fallback_host: &str,
+    out: &mut Vec<u8>,
+) {
     let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     // The head was parsed and validated already; this cannot fail.
@@ -59,9 +65,24 @@ pub fn upstream_request(raw_head: &[u8], h: &Head<'_>, client: IpAddr, out: &mut
     out.push(b' ');
     out.extend_from_slice(h.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // Host: the absolute-form target's authority wins (RFC 9112 3.2.2); an HTTP/1.0 request
+    // without Host gets one, as HTTP/1.1 requires it.
+    let authority = super::target::authority(h.target);
+    match (authority, h.host) {
+        (Some(a), _) => {
+            out.extend_from_slice(b"Host: ");
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        (None, None) => {
+            let _ = write!(out, "Host: {fallback_host}\r\n");
+        }
+        (None, Some(_)) => {}
+    }
     for f in req.headers.iter() {
         let n = f.name;
-        if is_hop(n, &conn)
+        if (authority.is_some() && n.eq_ignore_ascii_case("host"))
+            || is_hop(n, &conn)
             || n.eq_ignore_ascii_case("content-length")
             || n.eq_ignore_ascii_case("x-forwarded-for")
             || n.eq_ignore_ascii_case("x-forwarded-proto")
@@ -81,7 +102,7 @@ pub fn upstream_request(raw_head: &[u8], h: &Head<'_>, client: IpAddr, out: &mut
         out.extend_from_slice(b", ");
     }
     let _ = write!(out, "{client}\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(host) = h.host {
+    if let Some(host) = authority.or(h.host) {
         out.extend_from_slice(b"X-Forwarded-Host: ");
         out.extend_from_slice(host);
         out.extend_from_slice(b"\r\n");
@@ -123,6 +144,8 @@ pub struct ResponseHead {
     pub status: u16,
     pub len: usize,
     pub framing: BodyFraming,
+    /// The upstream's Content-Length, for HEAD and 304 (where it frames nothing).
+    pub content_length: Option<u64>,
     /// The upstream will keep the connection open after this response.
     pub reusable: bool,
 }
@@ -205,6 +228,9 @@ pub fn parse_response(
         }
         if no_body {
             BodyFraming::None
+        } else if minor == 0 {
+            // Transfer-Encoding in HTTP/1.0 is faulty framing: read until close (RFC 9112 6.1).
+            BodyFraming::Close
         } else {
             BodyFraming::Chunked
         }
@@ -221,6 +247,7 @@ pub fn parse_response(
         status,
         len,
         framing,
+        content_length: cl,
         reusable: !close && framing != BodyFraming::Close && status != 101,
     }))
 }
@@ -258,8 +285,11 @@ pub fn client_response(
     for f in resp.headers.iter() {
         let n = f.name;
         let hop = is_hop(n, &conn) || n.eq_ignore_ascii_case("via");
-        // Content-Length is kept for HEAD and 304 (it describes the representation).
-        if hop && !(upgrade && n.eq_ignore_ascii_case("upgrade")) {
+        // Framing fields are never copied: httpd writes them from the framing it parsed, so
+        // no hop-by-hop trick can remove or change them.
+        let framing =
+            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding");
+        if framing || (hop && !(upgrade && n.eq_ignore_ascii_case("upgrade"))) {
             continue;
         }
         out.extend_from_slice(n.as_bytes());
@@ -282,8 +312,19 @@ pub fn client_response(
         out.extend_from_slice(c.date.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if rh.framing == BodyFraming::Chunked && !dechunk {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    match rh.framing {
+        BodyFraming::Chunked if !dechunk => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        BodyFraming::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        BodyFraming::None if rh.status != 204 && !(100..200).contains(&rh.status) => {
+            if let Some(n) = rh.content_length {
+                let _ = write!(out, "Content-Length: {n}\r\n");
+            }
+        }
+        _ => {}
     }
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -324,7 +365,13 @@ mod tests {
         let raw = b"POST /a?b=1 HTTP/1.1\r\nHost: ex.com\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\nVia: 1.0 edge\r\nContent-Length: 3\r\nContent-Length: 3\r\nAccept: */*\r\n\r\n";
         let h = parse(raw).unwrap().unwrap();
         let mut out = Vec::new();
-        upstream_request(&raw[..h.len], &h, "127.0.0.1".parse().unwrap(), &mut out);
+        upstream_request(
+            &raw[..h.len],
+            &h,
+            "127.0.0.1".parse().unwrap(),
+            "up",
+            &mut out,
+        );
         let s = String::from_utf8(out).unwrap();
         assert!(
             s.starts_with("POST /a?b=1 HTTP/1.1\r\nHost: ex.com\r\n"),

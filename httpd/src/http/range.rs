@@ -41,7 +41,11 @@ pub fn decide(range: &[u8], len: u64) -> Decision {
             let Some(suffix) = num(b) else {
                 return Decision::Full;
             };
-            (suffix > 0 && len > 0).then(|| (len - suffix.min(len), len - 1))
+            if suffix > 0 && len == 0 {
+                // A suffix of an empty representation is satisfiable: it is all of it (200).
+                return Decision::Full;
+            }
+            (suffix > 0).then(|| (len - suffix.min(len), len - 1))
         } else {
             let Some(first) = num(a) else {
                 return Decision::Full;
@@ -87,6 +91,7 @@ mod tests {
         assert_eq!(decide(b"bytes=100-", 100), Unsatisfiable);
         assert_eq!(decide(b"bytes=-0", 100), Unsatisfiable);
         assert_eq!(decide(b"bytes=0-", 0), Unsatisfiable);
+        assert_eq!(decide(b"bytes=-5", 0), Full);
         assert_eq!(
             decide(b"bytes=99999999999999999999999-", 100),
             Unsatisfiable

@@ -256,7 +256,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             has_upgrade = true;
         }
     }
-    h.upgrade = conn_upgrade && has_upgrade;
+    // HTTP/1.0 knows neither Upgrade nor Expect (RFC 9110 sections 7.8 and 10.1.1).
+    h.upgrade = conn_upgrade && has_upgrade && minor == 1;
+    if minor == 0 {
+        h.expect_continue = false;
+    }
     if hosts > 1 {
         return Err(HeadError::Bad("more than one Host"));
     }

@@ -75,6 +75,19 @@ pub fn parse_target(t: &[u8]) -> Result<Target<'_>, TargetError> {
     })
 }
 
+/// The authority (`host[:port]`) of an absolute-form target, as sent.
+pub fn authority(t: &[u8]) -> Option<&[u8]> {
+    if t.first() == Some(&b'/') || t == b"*" {
+        return None;
+    }
+    let after = &t[t.windows(3).position(|w| w == b"://")? + 3..];
+    let end = after
+        .iter()
+        .position(|&c| c == b'/' || c == b'?')
+        .unwrap_or(after.len());
+    Some(&after[..end]).filter(|a| !a.is_empty())
+}
+
 /// `host[:port]` or `[v6]:port` without the port.
 pub fn strip_port(authority: &[u8]) -> &[u8] {
     if authority.first() == Some(&b'[') {

@@ -225,6 +225,10 @@ fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
                 );
                 respond(&mut w, "200 OK", "", n.to_string().as_bytes())?;
             }
+            "/hopcl" => {
+                // Tries to hide its own framing by listing it as hop-by-hop.
+                w.write_all(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello")?;
+            }
             "/interim" => {
                 w.write_all(
                     b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",

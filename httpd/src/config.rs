@@ -1,0 +1,318 @@
+//! The configuration file (`--config FILE`, TOML): every flag's setting, plus per-host settings
+//! (extra response headers, path prefixes that always go upstream, an upstream of its own).
+//! Flags given on the command line win over the file. Unknown keys are errors, with their line.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub vhosts_dir: Option<PathBuf>,
+    pub listen: Option<Vec<SocketAddr>>,
+    pub upstream: Option<SocketAddr>,
+    pub upstream_timeout: Option<String>,
+    pub workers: Option<usize>,
+    pub io: Option<String>,
+    pub inactivity_timeout: Option<String>,
+    pub header_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub log_dir: Option<PathBuf>,
+    pub log_format: Option<String>,
+    pub log_referer: Option<bool>,
+    pub log_agent: Option<bool>,
+    pub ebpf: Option<String>,
+    pub ebpf_source: Option<Ipv4Addr>,
+    pub cgroup: Option<PathBuf>,
+    pub control: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    pub user: Option<String>,
+    pub preload: Option<bool>,
+    pub log_level: Option<String>,
+    pub drain_timeout: Option<String>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostConfig>,
+}
+
+/// `[hosts."name"]`: settings of one virtual host (`__default__` for the default one).
+#[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Extra response headers, on static and forwarded responses.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Requests whose path starts with one of these always go upstream (`/api/`).
+    #[serde(default)]
+    pub upstream_prefixes: Vec<String>,
+    /// This host's own upstream (instead of `--upstream`).
+    pub upstream: Option<SocketAddr>,
+}
+
+/// Per-host settings in the form the serving path uses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `Name: value\r\n` lines.
+    pub headers: Vec<u8>,
+    pub upstream_prefixes: Vec<Vec<u8>>,
+    pub upstream: Option<SocketAddr>,
+}
+
+fn token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+impl HostConfig {
+    fn validate(&self, host: &str) -> Result<()> {
+        for (k, v) in &self.headers {
+            if !token(k) {
+                bail!("hosts.{host:?}.headers: {k:?} is not a header name");
+            }
+            if v.bytes().any(|c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+                bail!("hosts.{host:?}.headers.{k}: control characters in the value");
+            }
+            let lower = k.to_ascii_lowercase();
+            if [
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "content-range",
+            ]
+            .contains(&lower.as_str())
+            {
+                bail!("hosts.{host:?}.headers: {k} is managed by httpd");
+            }
+        }
+        for p in &self.upstream_prefixes {
+            if !p.starts_with('/') {
+                bail!("hosts.{host:?}.upstream_prefixes: {p:?} must start with '/'");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> HostSettings {
+        let mut headers = Vec::new();
+        for (k, v) in &self.headers {
+            headers.extend_from_slice(k.as_bytes());
+            headers.extend_from_slice(b": ");
+            headers.extend_from_slice(v.as_bytes());
+            headers.extend_from_slice(b"\r\n");
+        }
+        HostSettings {
+            headers,
+            upstream_prefixes: self
+                .upstream_prefixes
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            upstream: self.upstream,
+        }
+    }
+}
+
+fn duration(key: &str, v: &Option<String>) -> Result<()> {
+    if let Some(v) = v {
+        humantime::parse_duration(v)
+            .with_context(|| format!("{key} = {v:?}: not a duration (e.g. \"500ms\", \"3s\")"))?;
+    }
+    Ok(())
+}
+
+fn choice<T: ValueEnum>(key: &str, v: &Option<String>) -> Result<()> {
+    if let Some(v) = v {
+        T::from_str(v, true).map_err(|_| {
+            let names: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|x| x.to_possible_value().map(|p| p.get_name().to_string()))
+                .collect();
+            anyhow::anyhow!("{key} = {v:?}: expected one of {}", names.join(", "))
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads and validates a configuration file. Errors name the file, and the line for syntax
+/// errors and unknown keys.
+pub fn load(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let cfg: FileConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let check = || -> Result<()> {
+        duration("upstream_timeout", &cfg.upstream_timeout)?;
+        duration("inactivity_timeout", &cfg.inactivity_timeout)?;
+        duration("header_timeout", &cfg.header_timeout)?;
+        duration("drain_timeout", &cfg.drain_timeout)?;
+        choice::<crate::out::IoModel>("io", &cfg.io)?;
+        choice::<crate::cli::EbpfMode>("ebpf", &cfg.ebpf)?;
+        choice::<crate::accesslog::Format>("log_format", &cfg.log_format)?;
+        for (name, h) in &cfg.hosts {
+            h.validate(name)?;
+        }
+        Ok(())
+    };
+    check().map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    Ok(cfg)
+}
+
+/// The per-host settings of a configuration, by lower-cased host name.
+pub fn host_settings(cfg: &FileConfig) -> BTreeMap<String, HostSettings> {
+    cfg.hosts
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.settings()))
+        .collect()
+}
+
+/// Fills every setting of `args` that was not given on the command line from the file.
+pub fn apply(args: &mut crate::cli::Args, f: &FileConfig, m: &clap::ArgMatches) {
+    let explicit = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let dur = |v: &Option<String>| v.as_deref().and_then(|s| humantime::parse_duration(s).ok());
+    macro_rules! set {
+        ($field:ident, $value:expr) => {
+            if !explicit(stringify!($field))
+                && let Some(v) = $value
+            {
+                args.$field = v;
+            }
+        };
+    }
+    set!(vhosts_dir, f.vhosts_dir.clone().map(Some));
+    set!(listen, f.listen.clone());
+    set!(upstream, f.upstream.map(Some));
+    set!(upstream_timeout, dur(&f.upstream_timeout));
+    set!(workers, f.workers.map(Some));
+    set!(
+        io,
+        f.io.as_deref()
+            .and_then(|v| crate::out::IoModel::from_str(v, true).ok())
+    );
+    set!(inactivity_timeout, dur(&f.inactivity_timeout));
+    set!(header_timeout, dur(&f.header_timeout));
+    set!(max_connections, f.max_connections);
+    set!(log_dir, f.log_dir.clone().map(Some));
+    set!(
+        log_format,
+        f.log_format
+            .as_deref()
+            .and_then(|v| crate::accesslog::Format::from_str(v, true).ok())
+    );
+    set!(log_referer, f.log_referer);
+    set!(log_agent, f.log_agent);
+    set!(
+        ebpf,
+        f.ebpf
+            .as_deref()
+            .and_then(|v| crate::cli::EbpfMode::from_str(v, true).ok())
+    );
+    set!(ebpf_source, f.ebpf_source);
+    set!(cgroup, f.cgroup.clone());
+    set!(control, f.control.clone().map(Some));
+    set!(metrics, f.metrics.map(Some));
+    set!(user, f.user.clone().map(Some));
+    set!(preload, f.preload);
+    set!(log_level, f.log_level.clone());
+    set!(drain_timeout, dur(&f.drain_timeout));
+}
+
+/// The effective configuration, in the file's own format.
+pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let opt = |p: &Option<PathBuf>| {
+        p.as_ref().map_or("(none)".to_string(), |p| {
+            format!("{:?}", p.display().to_string())
+        })
+    };
+    let _ = writeln!(o, "vhosts_dir = {}", opt(&args.vhosts_dir));
+    let listen: Vec<String> = args.listen.iter().map(|a| format!("\"{a}\"")).collect();
+    let _ = writeln!(o, "listen = [{}]", listen.join(", "));
+    let _ = writeln!(
+        o,
+        "upstream = {}",
+        args.upstream
+            .map_or("(none)".into(), |u| format!("\"{u}\""))
+    );
+    let _ = writeln!(
+        o,
+        "upstream_timeout = \"{}\"",
+        humantime::format_duration(args.upstream_timeout)
+    );
+    let _ = writeln!(
+        o,
+        "workers = {}",
+        args.workers
+            .map_or("(one per CPU)".into(), |w| w.to_string())
+    );
+    let _ = writeln!(o, "io = \"{:?}\"", args.io);
+    let _ = writeln!(
+        o,
+        "inactivity_timeout = \"{}\"",
+        humantime::format_duration(args.inactivity_timeout)
+    );
+    let _ = writeln!(
+        o,
+        "header_timeout = \"{}\"",
+        humantime::format_duration(args.header_timeout)
+    );
+    let _ = writeln!(o, "max_connections = {}", args.max_connections);
+    let _ = writeln!(o, "log_dir = {}", opt(&args.log_dir));
+    let _ = writeln!(o, "log_format = \"{:?}\"", args.log_format);
+    let _ = writeln!(
+        o,
+        "log_referer = {}\nlog_agent = {}",
+        args.log_referer, args.log_agent
+    );
+    let _ = writeln!(
+        o,
+        "ebpf = \"{:?}\"\nebpf_source = \"{}\"",
+        args.ebpf, args.ebpf_source
+    );
+    let _ = writeln!(o, "cgroup = {:?}", args.cgroup.display().to_string());
+    let _ = writeln!(o, "control = {}", opt(&args.control));
+    let _ = writeln!(
+        o,
+        "metrics = {}",
+        args.metrics.map_or("(none)".into(), |m| format!("\"{m}\""))
+    );
+    let _ = writeln!(
+        o,
+        "user = {}",
+        args.user
+            .as_deref()
+            .map_or("(none)".into(), |u| format!("{u:?}"))
+    );
+    let _ = writeln!(o, "preload = {}", args.preload);
+    let _ = writeln!(o, "log_level = {:?}", args.log_level);
+    let _ = writeln!(
+        o,
+        "drain_timeout = \"{}\"",
+        humantime::format_duration(args.drain_timeout)
+    );
+    for (name, h) in &f.hosts {
+        let _ = writeln!(o, "\n[hosts.{name:?}]");
+        if let Some(u) = h.upstream {
+            let _ = writeln!(o, "upstream = \"{u}\"");
+        }
+        let p: Vec<String> = h
+            .upstream_prefixes
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect();
+        let _ = writeln!(o, "upstream_prefixes = [{}]", p.join(", "));
+        let hs: Vec<String> = h
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k:?} = {v:?}"))
+            .collect();
+        let _ = writeln!(o, "headers = {{ {} }}", hs.join(", "));
+    }
+    o
+}
