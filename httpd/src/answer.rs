@@ -87,6 +87,15 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
     if method == Method::Other {
         return None;
     }
+    if ctx.forward
+        && host
+            .settings
+            .upstream_prefixes
+            .iter()
+            .any(|p| ctx.path_buf.starts_with(p))
+    {
+        return None;
+    }
     let root = &host.root;
     let obj = root.lookup(ctx.path_buf)?;
     if obj.kind == Kind::Redirect {
@@ -123,6 +132,7 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
     // The hit: dynamic prefix, then header block and body as one region of the file.
     let mut head = Vec::with_capacity(128);
     prefix(&mut head, 200, r.date, r.keep, h.minor);
+    head.extend_from_slice(&host.settings.headers);
     out.push_bytes(head);
     let body = if method == Method::Head {
         0
@@ -146,6 +156,13 @@ struct Responder<'a, 'h> {
 }
 
 impl Responder<'_, '_> {
+    /// The host's extra headers (configuration file).
+    fn extra(&self, head: &mut Vec<u8>) {
+        if let Some(h) = self.host {
+            head.extend_from_slice(&h.settings.headers);
+        }
+    }
+
     fn validators(&self, head: &mut Vec<u8>, obj: &Object, rep: &Rep) {
         let _ = write!(
             head,
@@ -164,6 +181,7 @@ impl Responder<'_, '_> {
     fn not_modified(&self, out: &mut OutQueue, obj: &Object, rep: &Rep) -> Answered {
         let mut head = Vec::with_capacity(256);
         prefix(&mut head, 304, self.date, self.keep, self.h.minor);
+        self.extra(&mut head);
         self.validators(&mut head, obj, rep);
         head.extend_from_slice(b"\r\n");
         out.push_bytes(head);
@@ -186,6 +204,7 @@ impl Responder<'_, '_> {
         let len = end - start + 1;
         let mut head = Vec::with_capacity(320);
         prefix(&mut head, 206, self.date, self.keep, self.h.minor);
+        self.extra(&mut head);
         let _ = write!(
             head,
             "Content-Type: {}\r\nContent-Length: {len}\r\nContent-Range: bytes {start}-{end}/{}\r\nAccept-Ranges: bytes\r\n",
@@ -209,6 +228,7 @@ impl Responder<'_, '_> {
     fn simple(&self, out: &mut OutQueue, status: u16, extra: &str, body: &[u8]) -> Answered {
         let mut head = Vec::with_capacity(256 + body.len());
         prefix(&mut head, status, self.date, self.keep, self.h.minor);
+        self.extra(&mut head);
         head.extend_from_slice(extra.as_bytes());
         let _ = write!(head, "Content-Length: {}\r\n\r\n", body.len());
         let send_body = self.h.method() != Method::Head;

@@ -251,7 +251,10 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
         args.workers
             .map_or("(one per CPU)".into(), |w| w.to_string())
     );
-    let _ = writeln!(o, "io = \"{:?}\"", args.io);
+    let name = |v: Option<clap::builder::PossibleValue>| {
+        v.map_or(String::new(), |p| p.get_name().to_string())
+    };
+    let _ = writeln!(o, "io = \"{}\"", name(args.io.to_possible_value()));
     let _ = writeln!(
         o,
         "inactivity_timeout = \"{}\"",
@@ -264,7 +267,11 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
     );
     let _ = writeln!(o, "max_connections = {}", args.max_connections);
     let _ = writeln!(o, "log_dir = {}", opt(&args.log_dir));
-    let _ = writeln!(o, "log_format = \"{:?}\"", args.log_format);
+    let _ = writeln!(
+        o,
+        "log_format = \"{}\"",
+        name(args.log_format.to_possible_value())
+    );
     let _ = writeln!(
         o,
         "log_referer = {}\nlog_agent = {}",

@@ -293,14 +293,19 @@ impl Conn {
                     let mut actx = answer::Ctx {
                         date: ctx.date,
                         path_buf: ctx.path_buf,
-                        forward: ctx.up.is_some(),
+                        forward: ctx.up.as_ref().is_some_and(|u| u.upstream.enabled)
+                            || host.is_some_and(|h| h.settings.upstream.is_some()),
                     };
                     let Some(a) = answer::answer(&head, host, &mut actx, &mut self.out) else {
                         // Not a static hit: forward it.
                         let up = ctx.up.as_mut()?;
                         let fallback = up.upstream.addr.to_string();
-                        let req =
+                        let mut req =
                             self.forward_request(&head, host.map(|h| h.name.clone()), &fallback);
+                        if let Some(h) = host {
+                            req.upstream = h.settings.upstream;
+                            req.extra_headers = h.settings.headers.clone();
+                        }
                         self.start += head.len;
                         match Exchange::start(req, up) {
                             Ok(x) => self.fwd = Some(Box::new(x)),
@@ -383,6 +388,8 @@ impl Conn {
         let m = head.method_bytes;
         Request {
             head: up_head,
+            upstream: None,
+            extra_headers: Vec::new(),
             framing: head.framing(),
             idempotent: matches!(head.method(), Method::Get | Method::Head)
                 || matches!(m, b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"),

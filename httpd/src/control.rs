@@ -21,6 +21,8 @@ pub struct Control {
     /// Why eBPF is off, or how it is attached.
     pub ebpf_state: String,
     pub workers: usize,
+    /// The configuration file, re-read by reload.
+    pub config: Option<std::path::PathBuf>,
 }
 
 fn json_str(s: &str) -> String {
@@ -41,10 +43,26 @@ fn json_str(s: &str) -> String {
 }
 
 impl Control {
-    /// Re-reads what can change without dropping connections: the vhosts directory.
+    /// Re-reads what can change without dropping connections: the per-host settings of the
+    /// configuration file and the vhosts directory. A bad file is refused with the reason and
+    /// the running configuration stays.
     pub fn reload(&self) -> String {
+        let mut note = String::new();
+        if let Some(path) = &self.config {
+            match crate::config::load(path) {
+                Ok(f) => {
+                    self.shared
+                        .registry
+                        .set_settings(crate::config::host_settings(&f));
+                    note = format!(", host settings from {}", path.display());
+                }
+                Err(e) => {
+                    return format!("error: reload refused, running configuration kept: {e:#}\n");
+                }
+            }
+        }
         let n = self.shared.registry.rescan();
-        format!("reloaded: {n} virtual host(s)\n")
+        format!("reloaded: {n} virtual host(s){note}\n")
     }
 
     pub fn reopen(&self) -> String {

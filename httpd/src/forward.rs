@@ -35,6 +35,8 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Bind upstream sockets to this address (the eBPF fast path matches it).
     pub source: Option<std::net::Ipv4Addr>,
+    /// This is a real upstream (`--upstream`); false: only hosts with their own forward.
+    pub enabled: bool,
 }
 
 impl Upstream {
@@ -73,7 +75,7 @@ pub const UP_TOKEN_BASE: usize = 1 << 40;
 pub struct Pool {
     /// Per token slot: the client connection using it, or None while idle.
     slots: slab::Slab<Option<usize>>,
-    idle: Vec<(usize, TcpStream)>,
+    idle: Vec<(usize, TcpStream, SocketAddr)>,
     pub stats: Arc<Stats>,
 }
 
@@ -119,7 +121,7 @@ impl Pool {
                 // An idle connection is readable only when the upstream closed it (or broke
                 // the protocol): never reuse it.
                 let before = self.idle.len();
-                self.idle.retain(|(s, _)| *s != slot);
+                self.idle.retain(|(s, _, _)| *s != slot);
                 if self.idle.len() < before {
                     self.stats.upstream_idle.fetch_sub(1, Ordering::Relaxed);
                     self.stats.upstream_open.fetch_sub(1, Ordering::Relaxed);
@@ -138,7 +140,8 @@ impl Pool {
         registry: &Registry,
         owner: usize,
     ) -> io::Result<(TcpStream, usize, bool)> {
-        if let Some((slot, s)) = self.idle.pop() {
+        if let Some(i) = self.idle.iter().rposition(|(_, _, a)| *a == up.addr) {
+            let (slot, s, _) = self.idle.swap_remove(i);
             self.slots[slot] = Some(owner);
             self.stats.upstream_reused.fetch_add(1, Ordering::Relaxed);
             self.stats.upstream_idle.fetch_sub(1, Ordering::Relaxed);
@@ -159,6 +162,7 @@ impl Pool {
     fn give_back(
         &mut self,
         slot: usize,
+        addr: SocketAddr,
         mut s: TcpStream,
         registry: &Registry,
         watching_writes: bool,
@@ -173,7 +177,7 @@ impl Pool {
         }
         if self.idle.len() < POOL_MAX && self.slots.contains(slot) {
             self.slots[slot] = None;
-            self.idle.push((slot, s));
+            self.idle.push((slot, s, addr));
             self.stats.upstream_idle.fetch_add(1, Ordering::Relaxed);
         } else {
             self.release(slot);
@@ -255,6 +259,11 @@ pub struct LogFields {
 
 pub struct Exchange {
     sock: TcpStream,
+    /// The upstream this exchange talks to (the host's own or the default).
+    addr: SocketAddr,
+    upstream: Upstream,
+    /// Extra response headers of the host.
+    extra_headers: Vec<u8>,
     slot: usize,
     watching_writes: bool,
     retry_ok: bool,
@@ -288,6 +297,9 @@ pub struct Exchange {
 /// The request as the connection hands it over.
 pub struct Request<'a> {
     pub head: Vec<u8>,
+    /// The host's own upstream, if it has one.
+    pub upstream: Option<SocketAddr>,
+    pub extra_headers: Vec<u8>,
     pub framing: Framing,
     pub idempotent: bool,
     pub client_minor: u8,
@@ -301,7 +313,16 @@ pub struct Request<'a> {
 impl Exchange {
     /// Starts an exchange on a pooled or new upstream connection.
     pub fn start(r: Request<'_>, up: &mut UpCtx<'_>) -> io::Result<Exchange> {
-        let (sock, slot, reused) = up.pool.checkout(&up.upstream, up.registry, up.owner)?;
+        let upstream = match r.upstream {
+            Some(addr) => Upstream {
+                addr,
+                source: None,
+                enabled: true,
+                ..up.upstream
+            },
+            None => up.upstream,
+        };
+        let (sock, slot, reused) = up.pool.checkout(&upstream, up.registry, up.owner)?;
         let req = match r.framing {
             Framing::None => ReqBody::Done,
             Framing::Length(n) => ReqBody::Length(n),
@@ -312,6 +333,9 @@ impl Exchange {
         let req_head = if retry_ok { r.head.clone() } else { Vec::new() };
         Ok(Exchange {
             sock,
+            addr: upstream.addr,
+            upstream,
+            extra_headers: r.extra_headers,
             slot,
             watching_writes: false,
             retry_ok,
@@ -389,7 +413,13 @@ impl Exchange {
             && matches!(self.req, ReqBody::Done)
             && self.from_up.is_empty()
         {
-            pool.give_back(self.slot, self.sock, registry, self.watching_writes);
+            pool.give_back(
+                self.slot,
+                self.addr,
+                self.sock,
+                registry,
+                self.watching_writes,
+            );
         } else {
             pool.release(self.slot);
         }
@@ -407,7 +437,7 @@ impl Exchange {
         if !self.got_byte && self.retry_ok {
             // A reused connection the upstream had closed: once more on a fresh one.
             self.retry_ok = false;
-            if let Ok(mut s) = up.upstream.connect() {
+            if let Ok(mut s) = self.upstream.connect() {
                 let token = Token(UP_TOKEN_BASE + self.slot);
                 if up
                     .registry
@@ -622,6 +652,7 @@ impl Exchange {
                                     keep_alive: false,
                                     date,
                                 },
+                                &self.extra_headers,
                                 &mut h,
                             );
                             self.push_client(out, h, false);
@@ -644,6 +675,7 @@ impl Exchange {
                                     keep_alive: self.client_keep,
                                     date,
                                 },
+                                &self.extra_headers,
                                 &mut h,
                             );
                             self.push_client(out, h, false);

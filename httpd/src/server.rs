@@ -41,6 +41,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let registry = Registry::new(&vhosts_dir, logs.clone());
     registry.preload.store(args.preload, Ordering::Relaxed);
+    if let Some(path) = &args.config {
+        let f = crate::config::load(path)?;
+        registry.set_settings(crate::config::host_settings(&f));
+    }
     let hosts = registry.rescan();
     registry
         .watch(RESCAN)
@@ -66,10 +70,14 @@ pub fn run(args: Args) -> Result<()> {
             header_timeout: args.header_timeout,
             max_connections: args.max_connections,
             drain: args.drain_timeout,
-            upstream: args.upstream.map(|addr| crate::forward::Upstream {
-                addr,
+            // Always present: hosts may have an upstream of their own (configuration file).
+            upstream: Some(crate::forward::Upstream {
+                addr: args
+                    .upstream
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 timeout: args.upstream_timeout,
                 source,
+                enabled: args.upstream.is_some(),
             }),
         },
         open: AtomicUsize::new(0),
@@ -97,6 +105,7 @@ pub fn run(args: Args) -> Result<()> {
         ebpf: Mutex::new(ebpf),
         ebpf_state,
         workers,
+        config: args.config.clone(),
     });
     if let Some(path) = &args.control {
         control

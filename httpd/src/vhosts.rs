@@ -29,6 +29,8 @@ pub struct Host {
     pub log: Option<Arc<crate::accesslog::HostLogs>>,
     /// Counters of this host name (kept across replacements).
     pub stats: Arc<crate::stats::HostStats>,
+    /// Settings from the configuration file (`[hosts."name"]`).
+    pub settings: Arc<crate::config::HostSettings>,
 }
 
 /// A snapshot of all hosts.
@@ -103,6 +105,7 @@ fn preload(root: &Webroot) -> u64 {
 /// The registry shared by the workers and the watcher.
 pub struct Registry {
     dir: PathBuf,
+    settings: Mutex<std::collections::BTreeMap<String, crate::config::HostSettings>>,
     /// Fault every webroot into memory when it is loaded (`--preload`).
     pub preload: std::sync::atomic::AtomicBool,
     table: Mutex<Arc<HostTable>>,
@@ -124,6 +127,7 @@ impl Registry {
     pub fn new(dir: &Path, logs: Option<Arc<LogSet>>) -> Arc<Registry> {
         Arc::new(Registry {
             dir: dir.to_path_buf(),
+            settings: Mutex::new(Default::default()),
             preload: std::sync::atomic::AtomicBool::new(false),
             table: Mutex::new(Arc::new(HostTable::default())),
             generation: AtomicU64::new(0),
@@ -200,8 +204,10 @@ impl Registry {
                     st.next_generation += 1;
                     let log = self.logs.as_ref().and_then(|l| l.get(&name));
                     let stats = st.stats.entry(name.clone()).or_default().clone();
+                    let settings = self.settings_for(&name);
                     let host = Arc::new(Host {
                         stats,
+                        settings,
                         name: name.clone(),
                         root: Arc::new(root),
                         generation: st.next_generation,
@@ -236,6 +242,53 @@ impl Registry {
             changed = true;
         }
         if changed {
+            self.publish(&mut st);
+        }
+        st.loaded.len()
+    }
+
+    fn settings_for(&self, name: &str) -> Arc<crate::config::HostSettings> {
+        let map = match self.settings.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        Arc::new(map.get(name).cloned().unwrap_or_default())
+    }
+
+    /// Applies new per-host settings (a configuration reload): hosts keep their webroots.
+    pub fn set_settings(
+        &self,
+        settings: std::collections::BTreeMap<String, crate::config::HostSettings>,
+    ) {
+        match self.settings.lock() {
+            Ok(mut m) => *m = settings,
+            Err(p) => *p.into_inner() = settings,
+        }
+        let mut st = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        self.publish(&mut st);
+    }
+
+    /// Publishes the loaded hosts as a new table, with their current settings.
+    fn publish(&self, st: &mut ScanState) {
+        {
+            for (name, e) in st.loaded.iter_mut() {
+                let settings = self.settings_for(name);
+                if *e.host.settings != *settings {
+                    let h = &e.host;
+                    e.host = Arc::new(Host {
+                        name: h.name.clone(),
+                        root: h.root.clone(),
+                        generation: h.generation,
+                        loaded_at: h.loaded_at,
+                        log: h.log.clone(),
+                        stats: h.stats.clone(),
+                        settings,
+                    });
+                }
+            }
             let mut t = HostTable::default();
             for (name, e) in &st.loaded {
                 if name == DEFAULT_HOST {
@@ -250,7 +303,6 @@ impl Registry {
             }
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        st.loaded.len()
     }
 
     /// Watches the directory (inotify) and rescans on every change and every `period` anyway,

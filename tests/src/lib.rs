@@ -70,9 +70,12 @@ impl Httpd {
         if !extra.contains(&"--workers") {
             cmd.args(["--workers", "2"]);
         }
-        cmd.args(extra)
-            .arg(vhosts)
-            .env("NO_COLOR", "1")
+        cmd.args(extra);
+        // An empty path: the vhosts directory comes from --config.
+        if !vhosts.as_os_str().is_empty() {
+            cmd.arg(vhosts);
+        }
+        cmd.env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

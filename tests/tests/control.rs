@@ -46,6 +46,8 @@ fn lines(dir: &Path, prefix: &str) -> usize {
 /// A client loop on its own thread; returns (stop flag, requests sent, failures, handle).
 fn client_loop(
     h: &Httpd,
+    path: &'static str,
+    want: &'static [u8],
 ) -> (
     Arc<AtomicBool>,
     Arc<AtomicU64>,
@@ -58,8 +60,8 @@ fn client_loop(
         let mut failures = 0;
         let mut c = Raw::connect(addr);
         while !s2.load(Ordering::Relaxed) {
-            let r = c.exchange("GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n");
-            if r.status != 200 || r.body != b"aaa" {
+            let r = c.exchange(&format!("GET {path} HTTP/1.1\r\nHost: two.test\r\n\r\n"));
+            if r.status != 200 || r.body != want {
                 failures += 1;
             }
             n2.fetch_add(1, Ordering::Relaxed);
@@ -88,7 +90,7 @@ fn ctl_status_rotate_reopen_lose_no_line() {
     let mode = std::fs::metadata(&control)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
     assert_eq!(mode.unwrap(), 0o600);
-    let (stop, sent, t) = client_loop(&h);
+    let (stop, sent, t) = client_loop(&h, "/a.txt", b"aaa");
     std::thread::sleep(Duration::from_millis(200));
     // rotate: prints the renamed files, which are complete once it returns.
     let (ok, out) = ctl(&control, &["rotate"]);
@@ -325,5 +327,119 @@ fn json_referer_and_agent_logs() {
     assert_eq!(
         std::fs::read_to_string(logs.join("two.test.agent.log")).unwrap(),
         "ua/1\n"
+    );
+}
+
+fn check_config(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("httpd.toml");
+    std::fs::write(&p, text).unwrap();
+    let o = Command::new(bin("httpd"))
+        .arg("check-config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_validates_and_prints() {
+    let (ok, out, _) = check_config(
+        "upstream = \"127.0.0.1:9\"\nupstream_timeout = \"3s\"\nio = \"mmap\"\n[hosts.\"a.test\"]\nheaders = { \"X-A\" = \"1\" }\nupstream_prefixes = [\"/api/\"]\n",
+    );
+    assert!(ok);
+    assert!(
+        out.contains("upstream = \"127.0.0.1:9\"") && out.contains("upstream_timeout = \"3s\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("io = \"mmap\"") && out.contains("[hosts.\"a.test\"]"),
+        "{out}"
+    );
+    let (ok, _, err) = check_config("workers = 2\nwokers = 3\n");
+    assert!(!ok);
+    assert!(err.contains("line 2") && err.contains("wokers"), "{err}");
+    let (ok, _, err) = check_config("upstream_timeout = \"soon\"\n");
+    assert!(!ok && err.contains("upstream_timeout"), "{err}");
+    let (ok, _, err) = check_config("[hosts.\"a\"]\nheaders = { \"Content-Length\" = \"1\" }\n");
+    assert!(!ok && err.contains("managed by httpd"), "{err}");
+}
+
+#[test]
+fn config_host_settings_flags_win_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let app = App::start(None);
+    let cfg = dir.path().join("httpd.toml");
+    let control = dir.path().join("ctl.sock");
+    let write = |headers: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "vhosts_dir = {:?}\nupstream_timeout = \"1ms\"\ncontrol = {:?}\n[hosts.\"two.test\"]\nupstream = \"{}\"\nupstream_prefixes = [\"/a.txt\"]\nheaders = {{ {headers} }}\n",
+                v.display().to_string(),
+                control.display().to_string(),
+                app.addr
+            ),
+        )
+        .unwrap()
+    };
+    write("\"X-Frame-Options\" = \"DENY\"");
+    // The flag wins over the file's 1ms upstream timeout (else every forward would be a 504).
+    let h = Httpd::start(
+        Path::new(""),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--upstream-timeout",
+            "10s",
+        ],
+    );
+    assert!(h.wait_log("control socket", Duration::from_secs(5)));
+    // /a.txt is a static file, but the prefix sends it to this host's own upstream.
+    let r = request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("target=/a.txt"),
+        "forwarded: {r:?}"
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    let r = request(h.addr, "GET / HTTP/1.1\r\nHost: two.test\r\n\r\n");
+    assert_eq!(
+        (r.body.as_slice(), r.header("x-frame-options")),
+        (&b"home"[..], Some("DENY"))
+    );
+    // Other hosts: no upstream of their own, none global: a miss is a 404, no extra header.
+    let r = request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(
+        (r.body.as_slice(), r.header("x-frame-options")),
+        (&b"aaa"[..], None)
+    );
+    // Reload with a changed header, under a client loop: no failed request.
+    let (stop, _sent, t) = client_loop(&h, "/", b"home");
+    write("\"X-Frame-Options\" = \"SAMEORIGIN\"");
+    let (ok, out) = ctl(&control, &["reload"]);
+    assert!(ok && out.contains("host settings"), "{out}");
+    let r = request(h.addr, "GET / HTTP/1.1\r\nHost: two.test\r\n\r\n");
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    // A bad file is refused and the running configuration stays; SIGHUP does the same.
+    std::fs::write(&cfg, "this is = not toml [").unwrap();
+    let (ok, out) = ctl(&control, &["reload"]);
+    assert!(!ok && out.contains("refused"), "{out}");
+    h.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = request(h.addr, "GET / HTTP/1.1\r\nHost: two.test\r\n\r\n");
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(t.join().unwrap(), 0, "no failed request across reloads");
+    assert!(
+        h.log()
+            .iter()
+            .any(|l| l.contains("SIGHUP") && l.contains("refused")),
+        "{:?}",
+        h.log()
     );
 }

@@ -267,6 +267,7 @@ pub fn client_response(
     raw: &[u8],
     rh: &ResponseHead,
     c: ClientSide<'_>,
+    extra: &[u8],
     out: &mut Vec<u8>,
 ) -> (bool, bool) {
     let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
@@ -326,6 +327,7 @@ pub fn client_response(
         }
         _ => {}
     }
+    out.extend_from_slice(extra);
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if close {
@@ -456,6 +458,7 @@ mod tests {
                 keep_alive: true,
                 date: "D",
             },
+            b"",
             &mut out,
         );
         let s = String::from_utf8(out).unwrap();
@@ -473,6 +476,7 @@ mod tests {
                 keep_alive: true,
                 date: "D",
             },
+            b"",
             &mut out,
         );
         assert!(dechunk && close);
