@@ -37,3 +37,33 @@ pub fn bind_all(
     }
     Ok((per_worker, bound))
 }
+
+/// Listening sockets passed by systemd (socket activation: `LISTEN_PID` is this process,
+/// `LISTEN_FDS` sockets from fd 3). Each worker gets its own descriptor of each (dup).
+pub fn from_systemd(
+    workers: usize,
+) -> std::io::Result<Option<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)>> {
+    let pid_ok = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let n: i32 = match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) if pid_ok && n > 0 => n,
+        _ => return Ok(None),
+    };
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for fd in 3..3 + n {
+        let l = crate::sys::inherited_listener(fd)?;
+        l.set_nonblocking(true)?;
+        bound.push(l.local_addr()?);
+        for w in per_worker.iter_mut().skip(1) {
+            w.push(l.try_clone()?);
+        }
+        per_worker[0].push(l);
+    }
+    Ok(Some((per_worker, bound)))
+}

@@ -56,7 +56,13 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let (listeners, bound) =
-        crate::listen::bind_all(&args.listen, workers).context("cannot listen")?;
+        match crate::listen::from_systemd(workers).context("socket activation")? {
+            Some(l) => {
+                tracing::info!("using {} socket(s) from systemd", l.1.len());
+                l
+            }
+            None => crate::listen::bind_all(&args.listen, workers).context("cannot listen")?,
+        };
 
     let (ebpf, ebpf_state) = start_ebpf(&args, &bound)?;
     let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);

@@ -134,3 +134,23 @@ pub fn sd_notify(state: &str) {
         tracing::warn!("sd_notify: {e}");
     }
 }
+
+/// A listening socket inherited at `fd` (systemd socket activation).
+pub fn inherited_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fstat on any fd number is safe; it only checks what the fd is.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid stat buffer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK {
+        return Err(io::Error::other(format!(
+            "LISTEN_FDS: fd {fd} is not a socket"
+        )));
+    }
+    // SAFETY: systemd passed this fd to us for this purpose; we take sole ownership of it.
+    let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    // SAFETY: FD_CLOEXEC on a descriptor we own.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    Ok(l)
+}

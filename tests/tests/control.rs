@@ -443,3 +443,56 @@ fn config_host_settings_flags_win_and_reload() {
         h.log()
     );
 }
+
+#[test]
+fn systemd_socket_activation_and_ready_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let notify = dir.path().join("notify.sock");
+    // A stand-in for systemd: binds the port and the notify socket, execs httpd with the
+    // listening socket as fd 3, LISTEN_PID = its own PID (kept across exec).
+    let script = r#"
+import os, socket, sys
+notify_path, httpd, vhosts = sys.argv[1], sys.argv[2], sys.argv[3]
+n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); n.bind(notify_path)
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 0)); l.listen(64)
+print(l.getsockname()[1], flush=True)
+pid = os.fork()
+if pid == 0:
+    os.dup2(l.fileno(), 3)
+    env = dict(os.environ, LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", NOTIFY_SOCKET=notify_path)
+    os.execve(httpd, [httpd, "--ebpf", "off", "--workers", "2", vhosts], env)
+l.close()
+n.settimeout(10)
+print(n.recv(100).decode(), flush=True)
+print(pid, flush=True)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(&notify)
+        .arg(bin("httpd"))
+        .arg(&v)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "READY=1", "sd_notify");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let pid: i32 = line.trim().parse().unwrap();
+    let r = request(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    // SAFETY: kill(2) on the httpd we started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert_eq!(r.body, b"aaa", "served on the inherited socket");
+}
