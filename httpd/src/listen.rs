@@ -20,6 +20,9 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// For each worker, one listener per address. Port 0 is resolved once by the first bind and
 /// reused for the others, so all workers share the port.
+/// For each worker its listeners, and the addresses they listen on.
+pub type Listeners = (Vec<Vec<TcpListener>>, Vec<SocketAddr>);
+
 pub fn bind_all(
     addrs: &[SocketAddr],
     workers: usize,
