@@ -23,10 +23,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// For each worker its listeners, and the addresses they listen on.
 pub type Listeners = (Vec<Vec<TcpListener>>, Vec<SocketAddr>);
 
-pub fn bind_all(
-    addrs: &[SocketAddr],
-    workers: usize,
-) -> std::io::Result<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)> {
+pub fn bind_all(addrs: &[SocketAddr], workers: usize) -> std::io::Result<Listeners> {
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for &addr in addrs {
@@ -43,9 +40,7 @@ pub fn bind_all(
 
 /// Listening sockets passed by systemd (socket activation: `LISTEN_PID` is this process,
 /// `LISTEN_FDS` sockets from fd 3). Each worker gets its own descriptor of each (dup).
-pub fn from_systemd(
-    workers: usize,
-) -> std::io::Result<Option<(Vec<Vec<TcpListener>>, Vec<SocketAddr>)>> {
+pub fn from_systemd(workers: usize) -> std::io::Result<Option<Listeners>> {
     let pid_ok = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
