@@ -96,8 +96,12 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
     {
         return None;
     }
-    let root = &host.root;
-    let obj = root.lookup(ctx.path_buf)?;
+    // A mount point serves its prefix from another webroot, the prefix removed.
+    let (root, lookup_path) = match host.settings.mount(ctx.path_buf) {
+        Some((m, rest)) => (&m.root, rest),
+        None => (&host.root, &ctx.path_buf[..]),
+    };
+    let obj = root.lookup(lookup_path)?;
     if obj.kind == Kind::Redirect {
         let mut loc = encode_path(ctx.path_buf);
         loc.push('/');

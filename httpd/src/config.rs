@@ -52,7 +52,38 @@ pub struct HostConfig {
     pub upstream_prefixes: Vec<String>,
     /// This host's own upstream (instead of `--upstream`).
     pub upstream: Option<SocketAddr>,
+    /// Mount points: requests under `/prefix/` are served from another webroot file, the
+    /// prefix removed (`"/docs/" = "/srv/docs.webroot"`).
+    #[serde(default)]
+    pub mounts: BTreeMap<String, PathBuf>,
 }
+
+/// A mounted webroot.
+#[derive(Clone)]
+pub struct Mount {
+    /// Ends with `/`.
+    pub prefix: Vec<u8>,
+    pub root: std::sync::Arc<httpd_common::webroot::Webroot>,
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} -> {}",
+            String::from_utf8_lossy(&self.prefix),
+            self.root.path().display()
+        )
+    }
+}
+
+impl PartialEq for Mount {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && std::sync::Arc::ptr_eq(&self.root, &other.root)
+    }
+}
+
+impl Eq for Mount {}
 
 /// Per-host settings in the form the serving path uses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,6 +92,18 @@ pub struct HostSettings {
     pub headers: Vec<u8>,
     pub upstream_prefixes: Vec<Vec<u8>>,
     pub upstream: Option<SocketAddr>,
+    /// Longest prefix first.
+    pub mounts: Vec<Mount>,
+}
+
+impl HostSettings {
+    /// The mount serving a normalised path, and the path inside it; None: the host's own.
+    pub fn mount<'p>(&self, path: &'p [u8]) -> Option<(&Mount, &'p [u8])> {
+        self.mounts
+            .iter()
+            .find(|m| path.starts_with(&m.prefix))
+            .map(|m| (m, &path[m.prefix.len() - 1..]))
+    }
 }
 
 fn token(s: &str) -> bool {
@@ -95,10 +138,16 @@ impl HostConfig {
                 bail!("hosts.{host:?}.upstream_prefixes: {p:?} must start with '/'");
             }
         }
+        for p in self.mounts.keys() {
+            if !p.starts_with('/') || !p.ends_with('/') || p.len() < 3 {
+                bail!("hosts.{host:?}.mounts: {p:?} must start and end with '/'");
+            }
+        }
         Ok(())
     }
 
-    pub fn settings(&self) -> HostSettings {
+    /// The serving form; opens (and validates) the mounted webroots.
+    pub fn settings(&self) -> Result<HostSettings> {
         let mut headers = Vec::new();
         for (k, v) in &self.headers {
             headers.extend_from_slice(k.as_bytes());
@@ -106,7 +155,17 @@ impl HostConfig {
             headers.extend_from_slice(v.as_bytes());
             headers.extend_from_slice(b"\r\n");
         }
-        HostSettings {
+        let mut mounts = Vec::new();
+        for (prefix, file) in &self.mounts {
+            let root = httpd_common::webroot::Webroot::open(file)
+                .map_err(|e| anyhow::anyhow!("mount {prefix}: {e}"))?;
+            mounts.push(Mount {
+                prefix: prefix.as_bytes().to_vec(),
+                root: std::sync::Arc::new(root),
+            });
+        }
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        Ok(HostSettings {
             headers,
             upstream_prefixes: self
                 .upstream_prefixes
@@ -114,7 +173,8 @@ impl HostConfig {
                 .map(|p| p.as_bytes().to_vec())
                 .collect(),
             upstream: self.upstream,
-        }
+            mounts,
+        })
     }
 }
 
@@ -164,10 +224,13 @@ pub fn load(path: &Path) -> Result<FileConfig> {
 }
 
 /// The per-host settings of a configuration, by lower-cased host name.
-pub fn host_settings(cfg: &FileConfig) -> BTreeMap<String, HostSettings> {
+pub fn host_settings(cfg: &FileConfig) -> Result<BTreeMap<String, HostSettings>> {
     cfg.hosts
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.settings()))
+        .map(|(k, v)| {
+            let settings = v.settings().with_context(|| format!("hosts.{k:?}"))?;
+            Ok((k.to_ascii_lowercase(), settings))
+        })
         .collect()
 }
 

@@ -49,11 +49,9 @@ impl Control {
     pub fn reload(&self) -> String {
         let mut note = String::new();
         if let Some(path) = &self.config {
-            match crate::config::load(path) {
-                Ok(f) => {
-                    self.shared
-                        .registry
-                        .set_settings(crate::config::host_settings(&f));
+            match crate::config::load(path).and_then(|f| crate::config::host_settings(&f)) {
+                Ok(settings) => {
+                    self.shared.registry.set_settings(settings);
                     note = format!(", host settings from {}", path.display());
                 }
                 Err(e) => {

@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
     registry.preload.store(args.preload, Ordering::Relaxed);
     if let Some(path) = &args.config {
         let f = crate::config::load(path)?;
-        registry.set_settings(crate::config::host_settings(&f));
+        registry.set_settings(crate::config::host_settings(&f)?);
     }
     let hosts = registry.rescan();
     registry

@@ -376,14 +376,19 @@ fn config_host_settings_flags_win_and_reload() {
     let app = App::start(None);
     let cfg = dir.path().join("httpd.toml");
     let control = dir.path().join("ctl.sock");
+    let docs_src = dir.path().join("docs-src");
+    write_tree(&docs_src, &[("guide.html", b"<p>guide</p>")]);
+    let docs = dir.path().join("docs.webroot");
+    mkroot(&docs_src, &docs, &[]);
     let write = |headers: &str| {
         std::fs::write(
             &cfg,
             format!(
-                "vhosts_dir = {:?}\nupstream_timeout = \"1ms\"\ncontrol = {:?}\n[hosts.\"two.test\"]\nupstream = \"{}\"\nupstream_prefixes = [\"/a.txt\"]\nheaders = {{ {headers} }}\n",
+                "vhosts_dir = {:?}\nupstream_timeout = \"1ms\"\ncontrol = {:?}\n[hosts.\"two.test\"]\nupstream = \"{}\"\nupstream_prefixes = [\"/a.txt\"]\nheaders = {{ {headers} }}\nmounts = {{ \"/docs/\" = {:?} }}\n",
                 v.display().to_string(),
                 control.display().to_string(),
-                app.addr
+                app.addr,
+                docs.display().to_string(),
             ),
         )
         .unwrap()
@@ -412,6 +417,12 @@ fn config_host_settings_flags_win_and_reload() {
         (r.body.as_slice(), r.header("x-frame-options")),
         (&b"home"[..], Some("DENY"))
     );
+    // The mount point serves /docs/ from the other webroot.
+    let r = request(
+        h.addr,
+        "GET /docs/guide.html HTTP/1.1\r\nHost: two.test\r\n\r\n",
+    );
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"<p>guide</p>"[..]));
     // Other hosts: no upstream of their own, none global: a miss is a 404, no extra header.
     let r = request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: other\r\n\r\n");
     assert_eq!(
