@@ -507,3 +507,19 @@ print(pid, flush=True)
     let _ = child.wait();
     assert_eq!(r.body, b"aaa", "served on the inherited socket");
 }
+
+#[test]
+fn preload_faults_webroots_in_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let h = Httpd::start(&v, &["--preload"]);
+    assert!(
+        h.wait_log("preloaded", Duration::from_secs(5)),
+        "{:?}",
+        h.log()
+    );
+    assert_eq!(
+        request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
+        b"aaa"
+    );
+}

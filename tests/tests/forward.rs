@@ -326,6 +326,7 @@ fn upgrade_tunnels_lose_no_byte() {
         1024usize,
         scaled(1 << 20, 64 << 10),
         scaled(16 << 20, 256 << 10),
+        scaled(256 << 20, 512 << 10),
     ] {
         tunnel(&h, "/ws", size, true);
         tunnel(&h, &format!("/ws?send={size}"), size, false);
