@@ -111,7 +111,7 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
         }
         return Some(r.error(out, 301, &format!("Location: {loc}\r\n")));
     }
-    let rep = negotiate::choose(h.accept_encoding, obj)?;
+    let rep = negotiate::choose(h, obj)?;
     match conditional::evaluate(h, &rep.etag, obj.mtime) {
         Outcome::Failed => return Some(r.error(out, 412, "")),
         Outcome::NotModified => return Some(r.not_modified(out, obj, rep)),
@@ -266,7 +266,8 @@ impl Responder<'_, '_> {
     }
 }
 
-/// A gateway error (502, 504) or a 400 for a bad forwarded body, with the built-in page.
+/// An error answered with the built-in page and no host context: gateway errors (502, 504),
+/// a bad forwarded body (400), an unparsable head.
 pub fn gateway_error(
     status: u16,
     date: &str,
@@ -292,20 +293,7 @@ pub fn gateway_error(
 
 /// The response for a request head that could not be parsed: always closes.
 pub fn bad_head(status: u16, date: &str, out: &mut OutQueue) -> Answered {
-    let body = error_body(status);
-    let mut head = Vec::with_capacity(256 + body.len());
-    prefix(&mut head, status, date, false, 1);
-    let _ = write!(
-        head,
-        "Content-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    out.push_bytes(head);
-    Answered {
-        status,
-        bytes: body.len() as u64,
-        close: true,
-    }
+    gateway_error(status, date, false, 1, out)
 }
 
 /// Picks the host for a request: the absolute-form target's host wins over Host.

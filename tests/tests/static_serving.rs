@@ -169,6 +169,12 @@ fn conditional_requests() {
             ),
             (format!("If-Unmodified-Since: {lm}\r\n"), 200),
             ("If-Modified-Since: not a date\r\n".into(), 200),
+            // Repeated lines form one list (RFC 9110 section 5.3).
+            (
+                format!("If-None-Match: \"nope\"\r\nIf-None-Match: {etag}\r\n"),
+                304,
+            ),
+            (format!("If-Match: \"nope\"\r\nIf-Match: {etag}\r\n"), 200),
         ];
         for (hdr, want) in cases {
             let r = get(h, "/index.html", &hdr);

@@ -111,8 +111,29 @@ fn test(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The functional end-to-end suites again with `--ebpf on` (root only; one httpd at a time,
-/// as the programs attach to the cgroup in exclusive mode).
+/// `cargo test` of the functional end-to-end suites (static serving, forwarding) with extra
+/// environment and test-harness arguments.
+fn functional_suites(env: &[(&str, &std::ffi::OsStr)], harness: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = std::process::Command::new(cargo);
+    c.args([
+        "test",
+        "--release",
+        "-p",
+        "tests",
+        "--test",
+        "static_serving",
+        "--test",
+        "forward",
+    ]);
+    if !harness.is_empty() {
+        c.arg("--").args(harness);
+    }
+    c.envs(env.iter().copied()).current_dir(cmd::root());
+    cmd::run(&mut c)
+}
+
+/// The functional end-to-end suites again with `--ebpf on` (root only, one httpd at a time).
 fn ebpf_run() -> Result<()> {
     if !cmd::is_root() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -120,23 +141,7 @@ fn ebpf_run() -> Result<()> {
         eprintln!("xtask: not root: skipping the --ebpf on run of the functional tests");
         return Ok(());
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        std::process::Command::new(cargo)
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "tests",
-                "--test",
-                "static_serving",
-                "--test",
-                "forward",
-            ])
-            .args(["--", "--test-threads=1"])
-            .env("HTTPD_TEST_EBPF", "on")
-            .current_dir(cmd::root()),
-    )
+    functional_suites(&[("HTTPD_TEST_EBPF", "on".as_ref())], &["--test-threads=1"])
 }
 
 /// The functional end-to-end tests again, with every socket read and write of httpd cut to a
@@ -151,21 +156,11 @@ fn partial_io_run() -> Result<()> {
             .arg(root.join("tests/shim/partial_io.c"))
             .arg("-ldl"),
     )?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    cmd::run(
-        std::process::Command::new(cargo)
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "tests",
-                "--test",
-                "static_serving",
-                "--test",
-                "forward",
-            ])
-            .env("HTTPD_TEST_PRELOAD", &so)
-            .env("PARTIAL_IO_MAX", "7")
-            .current_dir(&root),
+    functional_suites(
+        &[
+            ("HTTPD_TEST_PRELOAD", so.as_os_str()),
+            ("PARTIAL_IO_MAX", "7".as_ref()),
+        ],
+        &[],
     )
 }

@@ -1,6 +1,6 @@
 //! Conditional requests, evaluated in the order of RFC 9110 section 13.2.2.
 
-use super::request::{Head, Method};
+use super::request::{Head, ListField, Method};
 
 /// What the preconditions decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +71,8 @@ pub fn parse_date(v: &[u8]) -> Option<i64> {
 /// representation (`etag`, `mtime`).
 pub fn evaluate(h: &Head<'_>, etag: &str, mtime: i64) -> Outcome {
     let get_or_head = matches!(h.method(), Method::Get | Method::Head);
-    if let Some(im) = h.if_match {
-        if !strong_match(im, etag) {
+    if h.if_match.is_some() {
+        if !h.lines(ListField::IfMatch).any(|im| strong_match(im, etag)) {
             return Outcome::Failed;
         }
     } else if let Some(ius) = h.if_unmodified_since.and_then(parse_date)
@@ -80,8 +80,10 @@ pub fn evaluate(h: &Head<'_>, etag: &str, mtime: i64) -> Outcome {
     {
         return Outcome::Failed;
     }
-    if let Some(inm) = h.if_none_match {
-        if weak_match(inm, etag) {
+    if h.if_none_match.is_some() {
+        if h.lines(ListField::IfNoneMatch)
+            .any(|inm| weak_match(inm, etag))
+        {
             return if get_or_head {
                 Outcome::NotModified
             } else {

@@ -2,7 +2,7 @@
 
 use httpd_common::webroot::{Encoding, Object, Rep};
 
-use super::request::list;
+use super::request::{Head, ListField, list};
 
 /// q-value in thousandths; None when malformed.
 fn qvalue(params: &[u8]) -> Option<u16> {
@@ -31,18 +31,28 @@ fn qvalue(params: &[u8]) -> Option<u16> {
     Some(q)
 }
 
-/// The representation to send for this Accept-Encoding.
-pub fn choose<'o>(accept: Option<&[u8]>, obj: &'o Object) -> Option<&'o Rep> {
+/// The representation to send for the request's Accept-Encoding (all its lines).
+pub fn choose<'o>(h: &Head<'_>, obj: &'o Object) -> Option<&'o Rep> {
+    choose_lines(
+        h.lines(ListField::AcceptEncoding),
+        h.accept_encoding.is_some(),
+        obj,
+    )
+}
+
+/// The representation for these Accept-Encoding lines (`present`: the field was sent).
+pub fn choose_lines<'o, 'l>(
+    lines: impl Iterator<Item = &'l [u8]>,
+    present: bool,
+    obj: &'o Object,
+) -> Option<&'o Rep> {
     let identity = obj.identity()?;
-    let Some(accept) = accept else {
-        return Some(identity);
-    };
-    if obj.reps.len() == 1 {
+    if !present || obj.reps.len() == 1 {
         return Some(identity);
     }
     let mut star = None;
     let mut qs = [None::<u16>; 4];
-    for el in list(accept) {
+    for el in lines.flat_map(list) {
         let (name, params) = match el.iter().position(|&c| c == b';') {
             Some(s) => (el[..s].trim_ascii(), &el[s + 1..]),
             None => (el, &b""[..]),
@@ -115,8 +125,21 @@ mod tests {
     fn choices() {
         let (_d, w) = obj();
         let o = w.lookup(b"/x").unwrap();
-        let c = |a: &str| choose(Some(a.as_bytes()), o).unwrap().encoding;
-        assert_eq!(choose(None, o).unwrap().encoding, Encoding::Identity);
+        let c = |a: &str| {
+            choose_lines(std::iter::once(a.as_bytes()), true, o)
+                .unwrap()
+                .encoding
+        };
+        assert_eq!(
+            choose_lines(std::iter::empty(), false, o).unwrap().encoding,
+            Encoding::Identity
+        );
+        // Two lines are one list.
+        let two = [&b"gzip;q=0.5"[..], &b"br"[..]];
+        assert_eq!(
+            choose_lines(two.into_iter(), true, o).unwrap().encoding,
+            Encoding::Brotli
+        );
         assert_eq!(c("gzip"), Encoding::Gzip);
         assert_eq!(c("gzip, deflate, br"), Encoding::Brotli);
         assert_eq!(c("gzip;q=1.0, br;q=0.5"), Encoding::Gzip);

@@ -26,6 +26,14 @@ fn is_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
             .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
 }
 
+/// Appends `name: value\r\n` (value trimmed).
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.trim_ascii());
+    out.extend_from_slice(b"\r\n");
+}
+
 fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
     headers
         .iter()
@@ -91,10 +99,7 @@ pub fn upstream_request(
         {
             continue;
         }
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(f.value.trim_ascii());
-        out.extend_from_slice(b"\r\n");
+        field(out, n.as_bytes(), f.value);
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if let Some(prev) = joined(req.headers, "x-forwarded-for") {
@@ -293,10 +298,7 @@ pub fn client_response(
         if framing || (hop && !(upgrade && n.eq_ignore_ascii_case("upgrade"))) {
             continue;
         }
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(f.value.trim_ascii());
-        out.extend_from_slice(b"\r\n");
+        field(out, n.as_bytes(), f.value);
     }
     out.extend_from_slice(b"Via: ");
     if let Some(prev) = joined(resp.headers, "via") {
@@ -348,10 +350,7 @@ pub fn interim(raw: &[u8], status: u16, out: &mut Vec<u8>) {
     let _ = write!(out, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or(""));
     for f in resp.headers.iter() {
         if !is_hop(f.name, &conn) {
-            out.extend_from_slice(f.name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(f.value.trim_ascii());
-            out.extend_from_slice(b"\r\n");
+            field(out, f.name.as_bytes(), f.value);
         }
     }
     out.extend_from_slice(b"\r\n");

@@ -75,9 +75,35 @@ pub struct Head<'a> {
     pub user_agent: Option<&'a [u8]>,
     pub expect_continue: bool,
     pub upgrade: bool,
+    /// Further field lines of list-valued fields (If-Match, If-None-Match, Accept-Encoding):
+    /// lines with one name form one list (RFC 9110 section 5.3). Empty in the common case.
+    pub more: Vec<(ListField, &'a [u8])>,
 }
 
-impl Head<'_> {
+/// The list-valued fields whose repeated lines are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListField {
+    IfMatch,
+    IfNoneMatch,
+    AcceptEncoding,
+}
+
+impl<'a> Head<'a> {
+    /// Every line of a list-valued field, in order.
+    pub fn lines(&self, f: ListField) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let first = match f {
+            ListField::IfMatch => self.if_match,
+            ListField::IfNoneMatch => self.if_none_match,
+            ListField::AcceptEncoding => self.accept_encoding,
+        };
+        first.into_iter().chain(
+            self.more
+                .iter()
+                .filter(move |(k, _)| *k == f)
+                .map(|(_, v)| *v),
+        )
+    }
+
     pub fn method(&self) -> Method {
         match self.method_bytes {
             b"GET" => Method::Get,
@@ -202,6 +228,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let mut te: Option<&[u8]> = None;
     let mut te_count = 0;
     let mut conn_upgrade = false;
+    let (mut repeated_ims, mut repeated_ius, mut repeated_range) = (false, false, false);
     let mut has_upgrade = false;
     for f in req.headers.iter() {
         let v = trim(f.value);
@@ -233,19 +260,33 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
                 }
             }
         } else if is("if-match") {
-            h.if_match.get_or_insert(v);
+            if h.if_match.is_some() {
+                h.more.push((ListField::IfMatch, v));
+            } else {
+                h.if_match = Some(v);
+            }
         } else if is("if-none-match") {
-            h.if_none_match.get_or_insert(v);
+            if h.if_none_match.is_some() {
+                h.more.push((ListField::IfNoneMatch, v));
+            } else {
+                h.if_none_match = Some(v);
+            }
         } else if is("if-modified-since") {
-            h.if_modified_since.get_or_insert(v);
+            // A date field sent twice is invalid: ignored (RFC 9110 section 13.1.3).
+            repeated_ims |= h.if_modified_since.replace(v).is_some();
         } else if is("if-unmodified-since") {
-            h.if_unmodified_since.get_or_insert(v);
+            repeated_ius |= h.if_unmodified_since.replace(v).is_some();
         } else if is("if-range") {
-            h.if_range.get_or_insert(v);
+            repeated_range |= h.if_range.replace(v).is_some();
         } else if is("range") {
-            h.range.get_or_insert(v);
+            // Range is a single value: two lines make it invalid, and it is ignored.
+            repeated_range |= h.range.replace(v).is_some();
         } else if is("accept-encoding") {
-            h.accept_encoding.get_or_insert(v);
+            if h.accept_encoding.is_some() {
+                h.more.push((ListField::AcceptEncoding, v));
+            } else {
+                h.accept_encoding = Some(v);
+            }
         } else if is("referer") {
             h.referer.get_or_insert(v);
         } else if is("user-agent") {
@@ -255,6 +296,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         } else if is("upgrade") {
             has_upgrade = true;
         }
+    }
+    if repeated_ims {
+        h.if_modified_since = None;
+    }
+    if repeated_ius {
+        h.if_unmodified_since = None;
+    }
+    if repeated_range {
+        h.range = None;
+        h.if_range = None;
     }
     // HTTP/1.0 knows neither Upgrade nor Expect (RFC 9110 sections 7.8 and 10.1.1).
     h.upgrade = conn_upgrade && has_upgrade && minor == 1;
