@@ -73,6 +73,8 @@ pub struct Conn {
     pub blocked_on_write: bool,
     /// The worker registered this socket for writability.
     pub watching_writes: bool,
+    /// The worker registered this socket with epoll at all (not before its first drive).
+    pub registered: bool,
     /// The last request's body was not consumed (chunked, or Expect: 100-continue).
     unread_input: bool,
     pub last_active: Instant,
@@ -101,6 +103,7 @@ impl Conn {
             want_read: true,
             blocked_on_write: false,
             watching_writes: false,
+            registered: false,
             unread_input: false,
             last_active: now,
             head_since: None,
@@ -232,11 +235,14 @@ impl Conn {
             match self.sock.read(&mut self.rbuf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
-                    // Keep reading until EAGAIN: a short read does not prove the socket is
-                    // drained (the partial-I/O test run makes every read short), and with
-                    // edge-triggered readiness no new edge would come for what is left.
+                    // One read per round: the caller answers what arrived, then reads again
+                    // until EAGAIN (a short read does not prove the socket is drained: the
+                    // partial-I/O run makes every read short, and edge-triggered readiness
+                    // sends no new event for what is left). A request that closes the
+                    // connection so costs no EAGAIN read.
                     self.end += n;
                     got = true;
+                    break;
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {

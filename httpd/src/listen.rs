@@ -9,6 +9,8 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener: no setsockopt per connection.
+    s.set_tcp_nodelay(true)?;
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;
     s.bind(&addr.into())?;
@@ -57,6 +59,7 @@ pub fn from_systemd(workers: usize) -> std::io::Result<Option<Listeners>> {
     for fd in 3..3 + n {
         let l = crate::sys::inherited_listener(fd)?;
         l.set_nonblocking(true)?;
+        socket2::SockRef::from(&l).set_tcp_nodelay(true)?;
         bound.push(l.local_addr()?);
         for w in per_worker.iter_mut().skip(1) {
             w.push(l.try_clone()?);

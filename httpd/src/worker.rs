@@ -114,8 +114,6 @@ impl Worker {
                         accept(
                             &mut listeners[t.0],
                             &mut st.conns,
-                            &self.poll,
-                            nl,
                             &shared,
                             now,
                             &mut fresh,
@@ -261,19 +259,28 @@ impl LoopState {
         };
         if !alive {
             self.close(poll, key, shared);
+            return;
+        }
+        // A new connection is registered only after its first drive: one that is answered
+        // and closed at once (connection per request) never costs an epoll_ctl.
+        let token = client_token(nl, key);
+        let result = if !conn.registered {
+            conn.registered = true;
+            conn.watching_writes = conn.blocked_on_write;
+            let interest = if conn.blocked_on_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            poll.registry().register(&mut conn.sock, token, interest)
         } else if conn.blocked_on_write && !conn.watching_writes {
             conn.watching_writes = true;
-            if poll
-                .registry()
-                .reregister(
-                    &mut conn.sock,
-                    client_token(nl, key),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .is_err()
-            {
-                self.close(poll, key, shared);
-            }
+            poll.registry().reregister(&mut conn.sock, token, Interest::READABLE | Interest::WRITABLE)
+        } else {
+            Ok(())
+        };
+        if result.is_err() {
+            self.close(poll, key, shared);
         }
     }
 
@@ -296,32 +303,20 @@ fn client_token(nl: usize, key: usize) -> Token {
 fn accept(
     l: &mut TcpListener,
     conns: &mut Slab<Conn>,
-    poll: &Poll,
-    nl: usize,
     shared: &Shared,
     now: Instant,
     fresh: &mut Vec<usize>,
 ) {
     loop {
         match l.accept() {
-            Ok((mut sock, peer)) => {
+            Ok((sock, peer)) => {
                 if shared.open.load(Ordering::Relaxed) >= shared.limits.max_connections {
                     drop(sock); // over the limit: refuse by closing at once
                     continue;
                 }
-                let _ = sock.set_nodelay(true);
-                let entry = conns.vacant_entry();
-                let token = client_token(nl, entry.key());
-                if poll
-                    .registry()
-                    .register(&mut sock, token, Interest::READABLE)
-                    .is_err()
-                {
-                    continue;
-                }
                 shared.open.fetch_add(1, Ordering::Relaxed);
-                fresh.push(entry.key());
-                entry.insert(Conn::new(sock, peer, now));
+                // Registered with epoll after its first drive (LoopState::drive).
+                fresh.push(conns.insert(Conn::new(sock, peer, now)));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
