@@ -111,13 +111,7 @@ impl Worker {
                 if t.0 < nl {
                     if drain_deadline.is_none() {
                         fresh.clear();
-                        accept(
-                            &mut listeners[t.0],
-                            &mut st.conns,
-                            &shared,
-                            now,
-                            &mut fresh,
-                        );
+                        accept(&mut listeners[t.0], &mut st.conns, &shared, now, &mut fresh);
                         // Deferred accept: the request is usually there already; answer it
                         // now instead of after another epoll round.
                         for &key in &fresh {
@@ -275,7 +269,11 @@ impl LoopState {
             poll.registry().register(&mut conn.sock, token, interest)
         } else if conn.blocked_on_write && !conn.watching_writes {
             conn.watching_writes = true;
-            poll.registry().reregister(&mut conn.sock, token, Interest::READABLE | Interest::WRITABLE)
+            poll.registry().reregister(
+                &mut conn.sock,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
         } else {
             Ok(())
         };

@@ -457,3 +457,56 @@ mod tests {
         assert_eq!(p(&many).unwrap_err(), HeadError::HeadersTooLarge);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic the parser, and an accepted head is consistent.
+        #[test]
+        fn parse_never_panics(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(Some(h)) = parse(&input) {
+                prop_assert!(h.len <= input.len());
+                prop_assert!(!(h.chunked && h.content_length.is_some()));
+            }
+        }
+
+        /// Heads built from plausible pieces: never panic; framing always unambiguous.
+        #[test]
+        fn structured_heads(
+            method in "(GET|HEAD|POST|PUT|OPTIONS|[A-Z]{1,8})",
+            target in "(/[a-zA-Z0-9%._~-]{0,12}){1,3}(\\?[a-z=&]{0,8})?",
+            fields in proptest::collection::vec(
+                ("(Host|Content-Length|Transfer-Encoding|Connection|Range|X-[a-z]{1,5})", "[ -~]{0,12}"),
+                0..6,
+            ),
+            minor in 0u8..2,
+        ) {
+            let mut s = format!("{method} {target} HTTP/1.{minor}\r\n");
+            for (k, v) in &fields {
+                s.push_str(&format!("{k}: {v}\r\n"));
+            }
+            s.push_str("\r\n");
+            if let Ok(Some(h)) = parse(s.as_bytes()) {
+                prop_assert_eq!(h.len, s.len());
+                prop_assert!(!(h.chunked && h.content_length.is_some()));
+                prop_assert!(h.minor == 1 || !h.chunked);
+            }
+        }
+
+        #[test]
+        fn target_and_range_never_panic(t in proptest::collection::vec(any::<u8>(), 0..80), r in "[ -~]{0,40}", len in 0u64..1000) {
+            let mut out = Vec::new();
+            if let Ok(tg) = crate::http::target::parse_target(&t) {
+                let _ = crate::http::target::normalize_path(tg.raw_path, &mut out);
+            }
+            if let crate::http::range::Decision::Partial { start, end } = crate::http::range::decide(r.as_bytes(), len) {
+                prop_assert!(start <= end && end < len);
+            }
+        }
+    }
+}
