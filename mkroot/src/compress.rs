@@ -21,9 +21,11 @@ fn gzip(data: &[u8], large: bool) -> Result<Vec<u8>> {
 }
 
 fn brotli(data: &[u8], large: bool) -> Result<Vec<u8>> {
+    // A window no larger than the input: small files need no 4 MiB tables.
+    let lgwin = (usize::BITS - data.len().max(1).leading_zeros()).clamp(10, 22) as i32;
     let params = brotli::enc::BrotliEncoderParams {
         quality: if large { 5 } else { 9 },
-        lgwin: 22,
+        lgwin,
         size_hint: data.len(),
         ..Default::default()
     };
@@ -32,8 +34,26 @@ fn brotli(data: &[u8], large: bool) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+thread_local! {
+    /// One compressor per thread and level: a zstd context at level 15 costs megabytes to set
+    /// up, far more than compressing a small file.
+    static ZSTD: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn zstd(data: &[u8], large: bool) -> Result<Vec<u8>> {
-    Ok(zstd::bulk::compress(data, if large { 6 } else { 15 })?)
+    let level = if large { 6 } else { 15 };
+    ZSTD.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.iter().any(|(l, _)| *l == level) {
+            c.push((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, comp) = c
+            .iter_mut()
+            .find(|(l, _)| *l == level)
+            .ok_or_else(|| anyhow::anyhow!("zstd compressor"))?;
+        Ok(comp.compress(data)?)
+    })
 }
 
 /// Below this size a variant cannot save enough to matter (headers outweigh it).
