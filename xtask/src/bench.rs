@@ -645,6 +645,8 @@ pub fn mkroot_scale(output: Option<&Path>) -> Result<()> {
         let _ = std::fs::remove_dir_all(&src);
         let bytes = scale_tree(&src, n, min, max)?;
         let out = work.join("scale.webroot");
+        // Write the fresh tree back first, so its writeback does not land in mkroot's time.
+        cmd::run(&mut Command::new("sync"))?;
         let t = Instant::now();
         cmd::run(
             Command::new(root.join("target/release/mkroot"))
