@@ -78,24 +78,26 @@ impl AccessLog {
             }
         }
         if buf.len() >= FLUSH_AT {
-            let data = std::mem::take(&mut *buf);
-            drop(buf);
-            self.write(&data);
+            self.write_out(buf);
         }
     }
 
-    fn write(&self, data: &[u8]) {
-        if data.is_empty() {
+    /// Moves the buffer to the file. The file is locked before the buffer is released, so
+    /// writes reach the file in record order and a rotation cannot slip between them.
+    fn write_out(&self, mut buf: MutexGuard<'_, Vec<u8>>) {
+        if buf.is_empty() {
             return;
         }
-        if let Err(e) = lock(&self.file).write_all(data) {
+        let data = std::mem::take(&mut *buf);
+        let mut file = lock(&self.file);
+        drop(buf);
+        if let Err(e) = file.write_all(&data) {
             tracing::error!("access log {}: {e}", self.path.display());
         }
     }
 
     pub fn flush(&self) {
-        let data = std::mem::take(&mut *lock(&self.buf));
-        self.write(&data);
+        self.write_out(lock(&self.buf));
     }
 
     /// Writes what is buffered, renames the file to a unique name and opens a fresh one under
@@ -114,10 +116,24 @@ impl AccessLog {
             n += 1;
         }
         std::fs::rename(&self.path, &target)?;
-        *file = OpenOptions::new()
+        match OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)?;
+            .open(&self.path)
+        {
+            Ok(f) => *file = f,
+            Err(e) => {
+                // Keep logging into the renamed file rather than nowhere; say so.
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: rotated to {} but cannot reopen: {e}",
+                        self.path.display(),
+                        target.display()
+                    ),
+                ));
+            }
+        }
         Ok(target)
     }
 
@@ -222,19 +238,39 @@ impl LogSet {
             .collect()
     }
 
-    /// Rotates every open log; returns the renamed files.
-    pub fn rotate(&self) -> std::io::Result<Vec<PathBuf>> {
+    /// Rotates every open log, going on after a failure; the renamed files and the errors.
+    pub fn rotate(&self) -> (Vec<PathBuf>, Vec<std::io::Error>) {
         let stamp = clf_stamp();
-        self.all().iter().map(|l| l.rotate(&stamp)).collect()
+        let (mut done, mut errors) = (Vec::new(), Vec::new());
+        for l in self.all() {
+            match l.rotate(&stamp) {
+                Ok(p) => done.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        (done, errors)
     }
 
-    /// Reopens every log under its configured name.
-    pub fn reopen(&self) -> std::io::Result<usize> {
-        let logs = self.all();
-        for l in &logs {
-            l.reopen()?;
+    /// Reopens every log under its configured name, going on after a failure.
+    pub fn reopen(&self) -> (usize, Vec<std::io::Error>) {
+        let (mut n, mut errors) = (0, Vec::new());
+        for l in self.all() {
+            match l.reopen() {
+                Ok(()) => n += 1,
+                Err(e) => errors.push(e),
+            }
         }
-        Ok(logs.len())
+        (n, errors)
+    }
+
+    /// Gives the log directory and its files to `uid:gid` (before a privilege drop, so the
+    /// new user can still rotate, reopen and create logs).
+    pub fn chown_all(&self, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::chown(&self.dir, Some(uid), Some(gid))?;
+        for l in self.all() {
+            std::os::unix::fs::chown(&l.path, Some(uid), Some(gid))?;
+        }
+        Ok(())
     }
 
     pub fn flush_all(&self) {

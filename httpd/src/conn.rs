@@ -194,12 +194,22 @@ impl Conn {
         let Some(f) = self.fwd.take() else {
             return true;
         };
-        if !sent {
+        if sent {
+            let (status, bytes) = f.outcome();
+            let a = Answered {
+                status,
+                bytes,
+                close: true,
+            };
+            self.log_forwarded(&f.log, &a, ctx);
+        } else {
             let a = answer::gateway_error(504, ctx.date, false, f.log.minor, &mut self.out);
             self.log_forwarded(&f.log, &a, ctx);
         }
         if let Some(up) = ctx.up.as_mut() {
-            up.pool.timed_out();
+            if !sent {
+                up.pool.timed_out();
+            }
             f.finish(up.pool, up.registry);
         }
         if sent {
@@ -437,9 +447,10 @@ impl Conn {
             Step::Abort => {
                 // Send what arrived, then close: the short body shows the truncation.
                 let f = self.fwd.take()?;
+                let (status, bytes) = f.outcome();
                 let a = Answered {
-                    status: 502,
-                    bytes: 0,
+                    status,
+                    bytes,
                     close: true,
                 };
                 self.log_forwarded(&f.log, &a, ctx);
@@ -485,18 +496,30 @@ impl Conn {
     }
 
     fn log_forwarded(&self, l: &LogFields, a: &Answered, ctx: &WorkerCtx<'_>) {
-        ctx.stats.request(a.status, a.bytes, true);
+        self.log_exchange(l, a, ctx.stats, ctx.table, ctx.clf_time);
+    }
+
+    /// Counts and logs an exchange with the upstream that is over, for whatever reason.
+    pub fn log_exchange(
+        &self,
+        l: &LogFields,
+        a: &Answered,
+        stats: &crate::stats::Stats,
+        table: &HostTable,
+        clf_time: &str,
+    ) {
+        stats.request(a.status, a.bytes, true);
         let host = l
             .host
             .as_deref()
-            .and_then(|n| ctx.table.find(Some(n.as_bytes())));
+            .and_then(|n| table.find(Some(n.as_bytes())));
         if let Some(h) = host {
             h.stats.request(false, a.bytes);
         }
         if let Some(log) = host.and_then(|h| h.log.as_ref()) {
             log.record(&Record {
                 client: self.peer.ip(),
-                time: ctx.clf_time,
+                time: clf_time,
                 method: &l.method,
                 target: &l.target,
                 minor: l.minor,

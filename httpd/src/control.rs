@@ -23,6 +23,15 @@ pub struct Control {
     pub workers: usize,
     /// The configuration file, re-read by reload.
     pub config: Option<std::path::PathBuf>,
+    pub reloading: Mutex<()>,
+}
+
+fn join(errors: &[std::io::Error]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn json_str(s: &str) -> String {
@@ -47,6 +56,8 @@ impl Control {
     /// configuration file and the vhosts directory. A bad file is refused with the reason and
     /// the running configuration stays.
     pub fn reload(&self) -> String {
+        // One reload at a time (SIGHUP and ctl may overlap): the last file read wins.
+        let _one = self.reloading.lock();
         let mut note = String::new();
         if let Some(path) = &self.config {
             match crate::config::load(path).and_then(|f| crate::config::host_settings(&f)) {
@@ -59,6 +70,8 @@ impl Control {
                 }
             }
         }
+        // Entries refused before (a permission since fixed, say) are tried again.
+        self.shared.registry.forget_failures();
         let n = self.shared.registry.rescan();
         format!("reloaded: {n} virtual host(s){note}\n")
     }
@@ -66,8 +79,8 @@ impl Control {
     pub fn reopen(&self) -> String {
         match &self.logs {
             Some(l) => match l.reopen() {
-                Ok(n) => format!("reopened {n} log(s)\n"),
-                Err(e) => format!("error: reopen: {e}\n"),
+                (n, e) if e.is_empty() => format!("reopened {n} log(s)\n"),
+                (n, e) => format!("error: reopened {n} log(s); failed: {}\n", join(&e)),
             },
             None => "no logs (--log-dir not set)\n".into(),
         }
@@ -75,10 +88,15 @@ impl Control {
 
     pub fn rotate(&self) -> String {
         match &self.logs {
-            Some(l) => match l.rotate() {
-                Ok(files) => files.iter().map(|f| format!("{}\n", f.display())).collect(),
-                Err(e) => format!("error: rotate: {e}\n"),
-            },
+            Some(l) => {
+                let (files, errors) = l.rotate();
+                let done: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+                if errors.is_empty() {
+                    done
+                } else {
+                    format!("error: rotate failed: {}\n{done}", join(&errors))
+                }
+            }
             None => "no logs (--log-dir not set)\n".into(),
         }
     }
@@ -227,7 +245,16 @@ impl Control {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                for s in l.incoming().flatten() {
+                for s in l.incoming() {
+                    let s = match s {
+                        Ok(s) => s,
+                        Err(_) => {
+                            // Out of descriptors and the like: back off, do not spin.
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            continue;
+                        }
+                    };
+                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
                     let mut line = String::new();
                     let mut r = BufReader::new(s.take(4096));
                     if r.read_line(&mut line).is_err() {

@@ -388,6 +388,12 @@ impl Exchange {
         self.phase == Phase::Head && self.sent_at.is_some()
     }
 
+    /// Status and body bytes so far, for the log of an exchange cut short: 499 (nginx's
+    /// "client closed request") when no response had started.
+    pub fn outcome(&self) -> (u16, u64) {
+        (if self.sent_client { self.status } else { 499 }, self.bytes)
+    }
+
     pub fn sent_client(&self) -> bool {
         self.sent_client
     }

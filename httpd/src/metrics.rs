@@ -142,7 +142,11 @@ pub fn serve(addr: SocketAddr, control: Arc<Control>) -> std::io::Result<SocketA
     let l = TcpListener::bind(addr)?;
     let bound = l.local_addr()?;
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for mut s in l.incoming().flatten() {
+        for s in l.incoming() {
+            let Ok(mut s) = s else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let mut head = [0u8; 8192];
             let mut n = 0;

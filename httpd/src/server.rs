@@ -18,7 +18,20 @@ use crate::worker::{Limits, Shared, Worker};
 /// Period of the vhosts rescan that backs up inotify.
 const RESCAN: Duration = Duration::from_secs(1);
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    // Handlers first: a SIGHUP or SIGUSR1 during start-up is queued, never fatal.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    // Room for every connection and its upstream socket.
+    let nofile = crate::sys::raise_nofile();
+    let cap = (nofile.saturating_sub(128) / 2).max(64) as usize;
+    if args.max_connections > cap {
+        tracing::warn!(
+            "--max-connections {} lowered to {cap} (open file limit {nofile})",
+            args.max_connections
+        );
+        args.max_connections = cap;
+    }
     let Some(vhosts_dir) = args.vhosts_dir.clone() else {
         bail!("VHOSTS_DIR is required");
     };
@@ -112,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         ebpf_state,
         workers,
         config: args.config.clone(),
+        reloading: Mutex::new(()),
     });
     if let Some(path) = &args.control {
         control
@@ -126,15 +140,15 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     if let Some(user) = &args.user {
-        let (uid, gid) =
-            crate::sys::drop_privileges(user).with_context(|| format!("--user {user}"))?;
+        let (uid, gid) = crate::sys::lookup_user(user).with_context(|| format!("--user {user}"))?;
+        // The new user must still be able to rotate, reopen and create logs.
+        if let Some(l) = &logs {
+            l.chown_all(uid, gid).context("giving the logs to --user")?;
+        }
+        crate::sys::drop_privileges(uid, gid).with_context(|| format!("--user {user}"))?;
         tracing::info!("running as {user} (uid {uid}, gid {gid})");
     }
 
-    crate::sys::sd_notify("READY=1");
-
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     let ctl = control.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -164,6 +178,8 @@ pub fn run(args: Args) -> Result<()> {
                 }
             }
         })?;
+
+    crate::sys::sd_notify("READY=1");
 
     let mut failed = None;
     for h in handles {

@@ -86,9 +86,8 @@ pub fn read_spare(sock: &impl AsRawFd, buf: &mut Vec<u8>, max: usize) -> io::Res
     Ok(got)
 }
 
-/// Drops root for `user`: supplementary groups cleared, then gid and uid set (for every thread:
-/// glibc applies set*id process-wide). With no uid 0 left, no capability remains.
-pub fn drop_privileges(user: &str) -> io::Result<(u32, u32)> {
+/// The uid and gid of `user`.
+pub fn lookup_user(user: &str) -> io::Result<(u32, u32)> {
     let name =
         std::ffi::CString::new(user).map_err(|_| io::Error::other("user name contains NUL"))?;
     // SAFETY: getpwnam with a valid C string; the result is read at once, before any other
@@ -98,7 +97,12 @@ pub fn drop_privileges(user: &str) -> io::Result<(u32, u32)> {
         return Err(io::Error::other(format!("no such user: {user}")));
     }
     // SAFETY: `pw` is non-null and points to the static passwd entry just returned.
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+/// Drops root: supplementary groups cleared, then gid and uid set (for every thread: glibc
+/// applies set*id process-wide). With no uid 0 left, no capability remains.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<(u32, u32)> {
     // SAFETY: plain syscalls with integer arguments; each result is checked.
     unsafe {
         if libc::setgroups(0, std::ptr::null()) != 0 {
@@ -112,6 +116,30 @@ pub fn drop_privileges(user: &str) -> io::Result<(u32, u32)> {
         }
     }
     Ok((uid, gid))
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// sd_notify: sends `state` to the datagram socket in $NOTIFY_SOCKET (systemd Type=notify).

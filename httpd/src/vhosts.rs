@@ -73,6 +73,8 @@ struct FileId {
     ino: u64,
     size: u64,
     mtime_ns: i128,
+    /// Changes with chmod/chown too, so a refused entry made readable is tried again.
+    ctime_ns: i128,
 }
 
 fn file_id(path: &Path) -> std::io::Result<FileId> {
@@ -82,6 +84,7 @@ fn file_id(path: &Path) -> std::io::Result<FileId> {
         ino: m.ino(),
         size: m.size(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
     })
 }
 
@@ -121,6 +124,8 @@ struct ScanState {
     failed: HashMap<String, FileId>,
     next_generation: u64,
     stats: HashMap<String, Arc<crate::stats::HostStats>>,
+    /// Host names already reported as duplicated (logged once).
+    duplicates: std::collections::HashSet<String>,
 }
 
 impl Registry {
@@ -170,6 +175,16 @@ impl Registry {
             if name.starts_with('.') {
                 continue;
             }
+            if seen.contains(&name) {
+                // Two entries whose names differ only in case: the first one read wins.
+                if st.duplicates.insert(name.clone()) {
+                    tracing::error!(
+                        "vhost {}: another entry already names host {name}; ignored",
+                        e.path().display()
+                    );
+                }
+                continue;
+            }
             let path = e.path();
             let id = match file_id(&path) {
                 Ok(id) => id,
@@ -182,6 +197,7 @@ impl Registry {
                             ino: 0,
                             size: 0,
                             mtime_ns: 0,
+                            ctime_ns: 0,
                         };
                         st.failed.insert(name.clone(), none);
                     }
@@ -245,6 +261,14 @@ impl Registry {
             self.publish(&mut st);
         }
         st.loaded.len()
+    }
+
+    /// Forgets refused entries, so the next scan tries them again.
+    pub fn forget_failures(&self) {
+        match self.state.lock() {
+            Ok(mut s) => s.failed.clear(),
+            Err(p) => p.into_inner().failed.clear(),
+        }
     }
 
     fn settings_for(&self, name: &str) -> Arc<crate::config::HostSettings> {

@@ -82,6 +82,8 @@ impl Worker {
         let mut last_sweep = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
         let mut fresh: Vec<usize> = Vec::new();
+        // Listeners whose accept failed (EMFILE): retried by the sweep.
+        let mut stalled = vec![false; nl];
         loop {
             if let Err(e) = self
                 .poll
@@ -90,6 +92,7 @@ impl Worker {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
+                shared.open.fetch_sub(st.conns.len(), Ordering::Relaxed);
                 return Err(e);
             }
             let now = Instant::now();
@@ -111,7 +114,8 @@ impl Worker {
                 if t.0 < nl {
                     if drain_deadline.is_none() {
                         fresh.clear();
-                        accept(&mut listeners[t.0], &mut st.conns, &shared, now, &mut fresh);
+                        stalled[t.0] =
+                            accept(&mut listeners[t.0], &mut st.conns, &shared, now, &mut fresh);
                         // Deferred accept: the request is usually there already; answer it
                         // now instead of after another epoll round.
                         for &key in &fresh {
@@ -152,6 +156,22 @@ impl Worker {
                 || drain_deadline.is_some()
             {
                 last_sweep = now;
+                for (i, l) in listeners.iter_mut().enumerate() {
+                    if stalled.get(i).copied().unwrap_or(false) {
+                        fresh.clear();
+                        stalled[i] = accept(l, &mut st.conns, &shared, now, &mut fresh);
+                        for &key in &fresh {
+                            st.drive(
+                                &self.poll,
+                                &shared,
+                                &limits,
+                                key,
+                                now,
+                                Ready::Client(Readable::Yes),
+                            );
+                        }
+                    }
+                }
                 if let Some(u) = limits.upstream {
                     let waiting: Vec<usize> = st
                         .conns
@@ -187,6 +207,11 @@ impl Worker {
             if let Some(d) = drain_deadline
                 && (st.conns.is_empty() || now >= d)
             {
+                // Past the deadline: what is still open is closed (and logged) now.
+                let left: Vec<usize> = st.conns.iter().map(|(k, _)| k).collect();
+                for k in left {
+                    st.close(&self.poll, k, &shared);
+                }
                 return Ok(());
             }
         }
@@ -287,6 +312,14 @@ impl LoopState {
         if let Some(mut c) = self.conns.try_remove(key) {
             shared.open.fetch_sub(1, Ordering::Relaxed);
             if let Some(f) = c.fwd.take() {
+                // An exchange cut short (client gone, timeout, drain) is still logged.
+                let (status, bytes) = f.outcome();
+                let a = crate::answer::Answered {
+                    status,
+                    bytes,
+                    close: true,
+                };
+                c.log_exchange(&f.log, &a, &self.stats, &self.table, &self.clf);
                 f.finish(&mut self.pool, poll.registry());
             }
         }
@@ -304,7 +337,7 @@ fn accept(
     shared: &Shared,
     now: Instant,
     fresh: &mut Vec<usize>,
-) {
+) -> bool {
     loop {
         match l.accept() {
             Ok((sock, peer)) => {
@@ -316,12 +349,13 @@ fn accept(
                 // Registered with epoll after its first drive (LoopState::drive).
                 fresh.push(conns.insert(Conn::new(sock, peer, now)));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                // EMFILE and the like: log and let the next readiness retry.
+                // EMFILE and the like: the queue is not drained, and edge-triggered epoll
+                // will not say so again; the sweep retries this listener.
                 tracing::warn!("accept: {e}");
-                return;
+                return true;
             }
         }
     }

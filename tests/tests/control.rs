@@ -523,3 +523,41 @@ fn preload_faults_webroots_in_at_load() {
         b"aaa"
     );
 }
+
+#[test]
+fn exchanges_cut_short_are_still_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let logs = dir.path().join("logs");
+    let app = App::start(None);
+    let up = app.addr.to_string();
+    let h = Httpd::start(
+        &v,
+        &[
+            "--upstream",
+            &up,
+            "--log-dir",
+            logs.to_str().unwrap(),
+            "--drain-timeout",
+            "300ms",
+        ],
+    );
+    let addr = h.addr;
+    let slow = std::thread::spawn(move || {
+        let mut c = Raw::connect(addr);
+        c.send(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: two.test\r\n\r\n");
+        c.closed()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = h.stop_and_log();
+    assert_eq!(code, Some(0));
+    assert!(
+        slow.join().unwrap(),
+        "the drain deadline closed the connection"
+    );
+    let text = std::fs::read_to_string(logs.join("two.test.access.log")).unwrap();
+    assert!(
+        text.contains("\"GET /slow?ms=3000 HTTP/1.1\" 499 0"),
+        "{text}"
+    );
+}
