@@ -448,15 +448,15 @@ impl Conn {
                 // Send what arrived, then close: the short body shows the truncation.
                 let f = self.fwd.take()?;
                 let (status, bytes) = f.outcome();
-                let a = Answered {
-                    status,
-                    bytes,
-                    close: true,
-                };
-                self.log_forwarded(&f.log, &a, ctx);
-                if let Some(up) = ctx.up.as_mut() {
-                    f.finish(up.pool, up.registry);
-                }
+                self.end_exchange(
+                    f,
+                    Answered {
+                        status,
+                        bytes,
+                        close: true,
+                    },
+                    ctx,
+                );
                 self.state = State::Closing;
                 Some(true)
             }
@@ -466,15 +466,15 @@ impl Conn {
                 close_client,
             } => {
                 let f = self.fwd.take()?;
-                let a = Answered {
-                    status,
-                    bytes,
-                    close: close_client,
-                };
-                self.log_forwarded(&f.log, &a, ctx);
-                if let Some(up) = ctx.up.as_mut() {
-                    f.finish(up.pool, up.registry);
-                }
+                self.end_exchange(
+                    f,
+                    Answered {
+                        status,
+                        bytes,
+                        close: close_client,
+                    },
+                    ctx,
+                );
                 if close_client {
                     self.state = State::Closing;
                     self.unread_input = true;
@@ -484,14 +484,19 @@ impl Conn {
             Step::Fail(status) => {
                 let f = self.fwd.take()?;
                 let a = answer::gateway_error(status, ctx.date, false, f.log.minor, &mut self.out);
-                self.log_forwarded(&f.log, &a, ctx);
-                if let Some(up) = ctx.up.as_mut() {
-                    f.finish(up.pool, up.registry);
-                }
+                self.end_exchange(f, a, ctx);
                 self.state = State::Closing;
                 self.unread_input = true;
                 Some(true)
             }
+        }
+    }
+
+    /// Logs an exchange that is over and gives its upstream connection back (or closes it).
+    fn end_exchange(&self, f: Box<Exchange>, a: Answered, ctx: &mut WorkerCtx<'_>) {
+        self.log_forwarded(&f.log, &a, ctx);
+        if let Some(up) = ctx.up.as_mut() {
+            f.finish(up.pool, up.registry);
         }
     }
 

@@ -113,21 +113,14 @@ impl Worker {
                 }
                 if t.0 < nl {
                     if drain_deadline.is_none() {
-                        fresh.clear();
-                        stalled[t.0] =
-                            accept(&mut listeners[t.0], &mut st.conns, &shared, now, &mut fresh);
-                        // Deferred accept: the request is usually there already; answer it
-                        // now instead of after another epoll round.
-                        for &key in &fresh {
-                            st.drive(
-                                &self.poll,
-                                &shared,
-                                &limits,
-                                key,
-                                now,
-                                Ready::Client(Readable::Yes),
-                            );
-                        }
+                        stalled[t.0] = st.accept_and_drive(
+                            &mut listeners[t.0],
+                            &self.poll,
+                            &shared,
+                            &limits,
+                            now,
+                            &mut fresh,
+                        );
                     }
                     continue;
                 }
@@ -158,18 +151,8 @@ impl Worker {
                 last_sweep = now;
                 for (i, l) in listeners.iter_mut().enumerate() {
                     if stalled.get(i).copied().unwrap_or(false) {
-                        fresh.clear();
-                        stalled[i] = accept(l, &mut st.conns, &shared, now, &mut fresh);
-                        for &key in &fresh {
-                            st.drive(
-                                &self.poll,
-                                &shared,
-                                &limits,
-                                key,
-                                now,
-                                Ready::Client(Readable::Yes),
-                            );
-                        }
+                        stalled[i] =
+                            st.accept_and_drive(l, &self.poll, &shared, &limits, now, &mut fresh);
                     }
                 }
                 if let Some(u) = limits.upstream {
@@ -240,6 +223,25 @@ struct LoopState {
 }
 
 impl LoopState {
+    /// Accepts what is queued and drives each new connection at once: with deferred accept
+    /// the request is usually there already. Returns true when accept failed (retry later).
+    fn accept_and_drive(
+        &mut self,
+        l: &mut TcpListener,
+        poll: &Poll,
+        shared: &Shared,
+        limits: &Limits,
+        now: Instant,
+        fresh: &mut Vec<usize>,
+    ) -> bool {
+        fresh.clear();
+        let stalled = accept(l, &mut self.conns, shared, now, fresh);
+        for &key in fresh.iter() {
+            self.drive(poll, shared, limits, key, now, Ready::Client(Readable::Yes));
+        }
+        stalled
+    }
+
     fn drive(
         &mut self,
         poll: &Poll,
