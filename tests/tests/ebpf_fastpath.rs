@@ -58,17 +58,40 @@ fn start_on(vhosts: &std::path::Path, app: &App) -> Option<Httpd> {
     None
 }
 
+/// What every test here starts with: the serial lock, a site, the app, httpd with the fast path.
+struct Fixture {
+    h: Httpd,
+    app: App,
+    _dir: tempfile::TempDir,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Fixture {
+    /// None when the test cannot run here (and may skip: not under CI=true).
+    fn start() -> Option<Fixture> {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        if !runnable() {
+            return None;
+        }
+        let (dir, vhosts) = site();
+        let app = App::start(None);
+        let h = start_on(&vhosts, &app)?;
+        Some(Fixture {
+            h,
+            app,
+            _dir: dir,
+            _serial: serial,
+        })
+    }
+}
+
 #[test]
 fn forwarded_traffic_goes_through_sk_msg() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !runnable() {
-        return;
-    }
-    let (_d, vhosts) = site();
-    let app = App::start(None);
-    let Some(h) = start_on(&vhosts, &app) else {
+    // Bound whole: the app, the site and the serial lock live to the end of the test.
+    let Some(f) = Fixture::start() else {
         return;
     };
+    let h = f.h;
     let mut c = Raw::connect(h.addr);
     let mut body_bytes = 0;
     for i in 0..200 {
@@ -107,15 +130,11 @@ fn forwarded_traffic_goes_through_sk_msg() {
 
 #[test]
 fn other_connections_are_never_touched() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !runnable() {
-        return;
-    }
-    let (_d, vhosts) = site();
-    let app = App::start(None);
-    let Some(h) = start_on(&vhosts, &app) else {
+    // Bound whole: the app, the site and the serial lock live to the end of the test.
+    let Some(f) = Fixture::start() else {
         return;
     };
+    let (h, app) = (f.h, &f.app);
     // Another client of the same app server, and a connection on another port.
     for _ in 0..20 {
         assert_eq!(
