@@ -14,6 +14,16 @@ pub const SOCKS_MAP: &str = "SOCKS";
 pub const FASTPATH_MAP: &str = "FASTPATH";
 /// Per-CPU array of fast-path counters, indexed by the `counter` constants.
 pub const FASTPATH_COUNTERS_MAP: &str = "FP_COUNTERS";
+/// SOCKHASH of tunnel sockets whose received bytes the splice program redirects (it carries
+/// the stream verdict), keyed by [`SockKey`].
+pub const TUNNELS_MAP: &str = "TUNNELS";
+/// SOCKHASH of tunnel sockets as redirect targets only (no program): a socket is a valid target
+/// before its own bytes are diverted, so a handover never has a verdict without a target.
+pub const TARGETS_MAP: &str = "TARGETS";
+/// Hash of tunnel socket -> the other socket of its tunnel (`HashMap<SockKey, SockKey>`).
+pub const PEERS_MAP: &str = "PEERS";
+/// The stream-verdict program: sends what a tunnel socket receives out of its peer.
+pub const SPLICE_PROGRAM: &str = "httpd_splice";
 /// The sock_ops program: counts accepted connections, inserts fast-path sockets.
 pub const SOCKOPS_PROGRAM: &str = "httpd_sockops";
 /// The sk_msg program: redirects each message to the peer socket's ingress queue.
@@ -23,6 +33,8 @@ pub const SKMSG_PROGRAM: &str = "httpd_redirect";
 pub const MAX_PORTS: u32 = 16;
 /// Most sockets in [`SOCKS_MAP`] (two per httpd<->upstream connection).
 pub const MAX_SOCKS: u32 = 65_536;
+/// Most sockets in [`TUNNELS_MAP`] and [`TARGETS_MAP`] (two per spliced tunnel).
+pub const MAX_TUNNEL_SOCKS: u32 = 16_384;
 
 /// Value of [`PORTS_MAP`]: the slot of [`CONN_COUNTS_MAP`] that counts this port.
 #[repr(C)]
@@ -77,8 +89,15 @@ pub mod counter {
     pub const REDIRECTED_BYTES: u32 = 3;
     /// Messages of fast-path sockets passed to the normal stack (peer not in the map).
     pub const PASSED: u32 = 4;
+    /// Tunnel segments spliced to the peer socket.
+    pub const SPLICED: u32 = 5;
+    /// Bytes of those segments.
+    pub const SPLICED_BYTES: u32 = 6;
+    /// Tunnel segments kept by their own socket (no peer target: a handover that stopped
+    /// half-way, or a tunnel ending).
+    pub const SPLICE_PASSED: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 8;
 }
 
 #[cfg(feature = "user")]

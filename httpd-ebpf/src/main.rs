@@ -7,16 +7,20 @@
 //! * `httpd_redirect` (sk_msg, attached to `SOCKS`): each message sent on such a socket goes
 //!   straight into the peer socket's receive queue, off the TCP/IP stack. When the peer is not
 //!   (yet) in the map the message takes the normal path.
+//! * `httpd_splice` (sk_skb stream verdict, attached to `TUNNELS`): what a spliced tunnel
+//!   socket receives is sent out of its peer (from `PEERS`, looked up in `TARGETS`) with no
+//!   copy to user space. Without a target the bytes stay with their own socket (SK_PASS), to
+//!   be read by httpd as usual.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::bindings::{
     BPF_ANY, BPF_F_INGRESS, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, sk_action,
 };
-use aya_ebpf::macros::{map, sk_msg, sock_ops};
+use aya_ebpf::macros::{map, sk_msg, sock_ops, stream_verdict};
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, SockHash};
-use aya_ebpf::programs::{SkMsgContext, SockOpsContext};
-use httpd_common::ebpf::{FastpathConfig, MAX_PORTS, MAX_SOCKS, PortSlot, SockKey, counter};
+use aya_ebpf::programs::{SkBuffContext, SkMsgContext, SockOpsContext};
+use httpd_common::ebpf::{FastpathConfig, MAX_PORTS, MAX_SOCKS, MAX_TUNNEL_SOCKS, PortSlot, SockKey, counter};
 
 const AF_INET: u32 = 2;
 
@@ -34,6 +38,15 @@ static FASTPATH: Array<FastpathConfig> = Array::with_max_entries(1, 0);
 
 #[map(name = "FP_COUNTERS")]
 static FP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map(name = "TUNNELS")]
+static TUNNELS: SockHash<SockKey> = SockHash::with_max_entries(MAX_TUNNEL_SOCKS, 0);
+
+#[map(name = "TARGETS")]
+static TARGETS: SockHash<SockKey> = SockHash::with_max_entries(MAX_TUNNEL_SOCKS, 0);
+
+#[map(name = "PEERS")]
+static PEERS: HashMap<SockKey, SockKey> = HashMap::with_max_entries(MAX_TUNNEL_SOCKS, 0);
 
 fn bump(index: u32, by: u64) {
     if let Some(c) = FP_COUNTERS.get_ptr_mut(index) {
@@ -112,6 +125,37 @@ pub fn httpd_redirect(ctx: SkMsgContext) -> u32 {
         bump(counter::REDIRECTED_BYTES, size);
     } else {
         bump(counter::PASSED, 1);
+    }
+    sk_action::SK_PASS
+}
+
+#[stream_verdict]
+pub fn httpd_splice(ctx: SkBuffContext) -> u32 {
+    let len = u64::from(ctx.len());
+    if len == 0 {
+        // A bare FIN: TCP has recorded it already (httpd sees it in the socket state).
+        // Redirected, the empty segment would make the peer's send fail with EPIPE.
+        return sk_action::SK_DROP;
+    }
+    let key = SockKey {
+        local_ip: ctx.skb.local_ipv4(),
+        remote_ip: ctx.skb.remote_ipv4(),
+        local_port: ctx.skb.local_port(),
+        remote_port: remote_port(ctx.skb.remote_port()),
+    };
+    // SAFETY: the map value is plain data, copied out at once.
+    let Some(peer) = (unsafe { PEERS.get(&key) }) else {
+        bump(counter::SPLICE_PASSED, 1);
+        return sk_action::SK_PASS;
+    };
+    let mut peer = *peer;
+    // Egress of the peer (flags 0): the bytes leave through the other connection.
+    if TARGETS.redirect_skb(&ctx, &mut peer, 0) == i64::from(sk_action::SK_PASS) {
+        bump(counter::SPLICED, 1);
+        bump(counter::SPLICED_BYTES, len);
+    } else {
+        // No target: SK_PASS keeps the bytes, in order, for this socket's reader.
+        bump(counter::SPLICE_PASSED, 1);
     }
     sk_action::SK_PASS
 }

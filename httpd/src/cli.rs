@@ -23,6 +23,13 @@ pub enum EbpfMode {
     Off,
 }
 
+/// A feature switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// The command line: serve (the default) or a subcommand.
 #[derive(Parser, Debug)]
 #[command(
@@ -127,6 +134,10 @@ pub struct Args {
     /// programs take exactly the connections from this address to the upstream.
     #[arg(long, value_name = "IPV4", default_value = "127.0.0.2")]
     pub ebpf_source: std::net::Ipv4Addr,
+    /// Splice Upgrade tunnels client<->upstream in the kernel (sk_skb stream verdict). Off by
+    /// default: `cargo xtask bench` measured it slower than the user-space copy here.
+    #[arg(long, value_enum, default_value = "off")]
+    pub ebpf_splice: Switch,
     /// cgroup2 directory the eBPF programs attach to.
     #[arg(long, value_name = "PATH", default_value = crate::ebpf::DEFAULT_CGROUP)]
     pub cgroup: PathBuf,

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub log_agent: Option<bool>,
     pub ebpf: Option<String>,
     pub ebpf_source: Option<Ipv4Addr>,
+    pub ebpf_splice: Option<String>,
     pub cgroup: Option<PathBuf>,
     pub control: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
@@ -213,6 +214,7 @@ pub fn load(path: &Path) -> Result<FileConfig> {
         duration("drain_timeout", &cfg.drain_timeout)?;
         choice::<crate::out::IoModel>("io", &cfg.io)?;
         choice::<crate::cli::EbpfMode>("ebpf", &cfg.ebpf)?;
+        choice::<crate::cli::Switch>("ebpf_splice", &cfg.ebpf_splice)?;
         choice::<crate::accesslog::Format>("log_format", &cfg.log_format)?;
         for (name, h) in &cfg.hosts {
             h.validate(name)?;
@@ -276,6 +278,12 @@ pub fn apply(args: &mut crate::cli::Args, f: &FileConfig, m: &clap::ArgMatches) 
             .and_then(|v| crate::cli::EbpfMode::from_str(v, true).ok())
     );
     set!(ebpf_source, f.ebpf_source);
+    set!(
+        ebpf_splice,
+        f.ebpf_splice
+            .as_deref()
+            .and_then(|v| crate::cli::Switch::from_str(v, true).ok())
+    );
     set!(cgroup, f.cgroup.clone());
     set!(control, f.control.clone().map(Some));
     set!(metrics, f.metrics.map(Some));
@@ -342,8 +350,10 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
     );
     let _ = writeln!(
         o,
-        "ebpf = \"{:?}\"\nebpf_source = \"{}\"",
-        args.ebpf, args.ebpf_source
+        "ebpf = \"{:?}\"\nebpf_source = \"{}\"\nebpf_splice = \"{}\"",
+        args.ebpf,
+        args.ebpf_source,
+        name(args.ebpf_splice.to_possible_value())
     );
     let _ = writeln!(o, "cgroup = {:?}", args.cgroup.display().to_string());
     let _ = writeln!(o, "control = {}", opt(&args.control));

@@ -41,6 +41,8 @@ pub struct WorkerCtx<'a> {
     pub clf_time: &'a str,
     pub io: IoModel,
     pub now: Instant,
+    /// This connection's poll token.
+    pub token: usize,
     pub path_buf: &'a mut Vec<u8>,
     pub stats: &'a crate::stats::Stats,
     /// The upstream side: None when no upstream is configured.
@@ -82,6 +84,10 @@ pub struct Conn {
     pub head_since: Option<Instant>,
     /// The exchange with the upstream in progress, if any.
     pub fwd: Option<Box<Exchange>>,
+    /// Bytes ever read from the client.
+    read_total: u64,
+    /// A spliced tunnel is draining: the worker drives this connection again soon.
+    pub ticking: bool,
 }
 
 fn cut(v: &[u8]) -> Vec<u8> {
@@ -108,6 +114,8 @@ impl Conn {
             last_active: now,
             head_since: None,
             fwd: None,
+            read_total: 0,
+            ticking: false,
         }
     }
 
@@ -138,6 +146,9 @@ impl Conn {
         if self.state == State::Lingering {
             return self.linger();
         }
+        if let Some(alive) = self.follow_splice(ctx) {
+            return alive;
+        }
         loop {
             let mut progress = false;
             match self.fill() {
@@ -155,6 +166,10 @@ impl Conn {
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;
+            if self.out.is_empty() && self.offer_splice(ctx) {
+                // Both directions are the kernel's now: only their ends are watched.
+                return self.follow_splice(ctx).unwrap_or(true);
+            }
             if self.out.is_empty() {
                 if let Some(f) = self.fwd.as_mut()
                     && f.wants_client_shutdown()
@@ -177,6 +192,56 @@ impl Conn {
             if !progress {
                 return true;
             }
+        }
+    }
+
+    /// Offers a tunnel whose bytes were all passed on to the kernel splice. True when both
+    /// directions are spliced (the client is not read again).
+    fn offer_splice(&mut self, ctx: &mut WorkerCtx<'_>) -> bool {
+        if self.start != self.end || self.eof || self.state != State::Open || !self.registered {
+            return false;
+        }
+        let (Some(f), Some(up)) = (self.fwd.as_mut(), ctx.up.as_ref()) else {
+            return false;
+        };
+        let Some(splicer) = up.splicer else {
+            return false;
+        };
+        f.can_splice() && f.start_splice(&self.sock, ctx.token, splicer, up.registry)
+    }
+
+    /// Follows a spliced tunnel. Some(alive) when the drive ends here (both directions are
+    /// spliced, or the tunnel is over); None to go on in user space.
+    fn follow_splice(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<bool> {
+        let f = self.fwd.as_mut()?;
+        if !f.spliced() {
+            return None;
+        }
+        let step = f.splice_step(&self.sock, self.read_total);
+        self.ticking = f.splice_draining();
+        if let Step::Pending = step {
+            return f.spliced_both().then_some(true);
+        }
+        let f = self.fwd.take()?;
+        let (status, bytes) = f.outcome();
+        self.end_exchange(
+            f,
+            Answered {
+                status,
+                bytes,
+                close: true,
+            },
+            ctx,
+        );
+        self.ticking = false;
+        Some(false)
+    }
+
+    /// Whether bytes moved through this connection's spliced tunnel since the last call.
+    pub fn splice_activity(&mut self) -> bool {
+        match self.fwd.as_mut() {
+            Some(f) => f.splice_activity(&self.sock),
+            None => false,
         }
     }
 
@@ -245,6 +310,7 @@ impl Conn {
             match self.sock.read(&mut self.rbuf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
+                    self.read_total += n as u64;
                     // One read per round: the caller answers what arrived, then reads again
                     // until EAGAIN (a short read does not prove the socket is drained: the
                     // partial-I/O run makes every read short, and edge-triggered readiness

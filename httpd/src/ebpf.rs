@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, PerCpuArray, SockHash};
-use aya::programs::{CgroupAttachMode, SkMsg, SockOps};
+use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
 use httpd_common::ebpf::{
-    CONN_COUNTS_MAP, FASTPATH_COUNTERS_MAP, FASTPATH_MAP, FastpathConfig, MAX_PORTS, PORTS_MAP,
-    PortSlot, SKMSG_PROGRAM, SOCKOPS_PROGRAM, SOCKS_MAP, SockKey, counter,
+    CONN_COUNTS_MAP, FASTPATH_COUNTERS_MAP, FASTPATH_MAP, FastpathConfig, MAX_PORTS, PEERS_MAP,
+    PORTS_MAP, PortSlot, SKMSG_PROGRAM, SOCKOPS_PROGRAM, SOCKS_MAP, SPLICE_PROGRAM, SockKey,
+    TARGETS_MAP, TUNNELS_MAP, counter,
 };
+
+use crate::splice::{Maps, Splicer};
 
 /// Default cgroup2 mount on this platform (`/sys/fs/cgroup` itself is cgroup v1 here).
 pub const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/unified";
@@ -70,14 +73,25 @@ pub struct Counters {
     pub redirected: u64,
     pub redirected_bytes: u64,
     pub passed: u64,
+    pub spliced: u64,
+    pub spliced_bytes: u64,
+    pub splice_passed: u64,
 }
 
 impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "inserted={} insert_failed={} redirected={} redirected_bytes={} passed={}",
-            self.inserted, self.insert_failed, self.redirected, self.redirected_bytes, self.passed
+            "inserted={} insert_failed={} redirected={} redirected_bytes={} passed={} \
+             spliced={} spliced_bytes={} splice_passed={}",
+            self.inserted,
+            self.insert_failed,
+            self.redirected,
+            self.redirected_bytes,
+            self.passed,
+            self.spliced,
+            self.spliced_bytes,
+            self.splice_passed
         )
     }
 }
@@ -88,20 +102,24 @@ pub struct Programs {
     ports: Vec<u16>,
     pub fastpath: Option<Fastpath>,
     pub cgroup: PathBuf,
+    /// The tunnel splice, when `--ebpf-splice on`.
+    pub splicer: Option<std::sync::Arc<Splicer>>,
 }
 
-fn ip_u32(ip: Ipv4Addr) -> u32 {
+pub(crate) fn ip_u32(ip: Ipv4Addr) -> u32 {
     // The kernel hands addresses over as stored in the packet: network order in memory.
     u32::from_ne_bytes(ip.octets())
 }
 
 impl Programs {
     /// Loads the programs, writes the configuration, attaches sk_msg to the SOCKHASH and
-    /// sock_ops to the cgroup2 directory `cgroup`.
+    /// sock_ops to the cgroup2 directory `cgroup`; with `splice`, the stream verdict to the
+    /// tunnel SOCKHASH.
     pub fn attach(
         cgroup: &Path,
         ports: &[u16],
         fastpath: Option<Fastpath>,
+        splice: bool,
     ) -> Result<Programs, EbpfError> {
         let obj = object().ok_or(EbpfError::NotBuilt)?;
         if ports.len() > MAX_PORTS as usize {
@@ -151,6 +169,11 @@ impl Programs {
             msg.load()?;
             msg.attach(&socks_fd)?;
         }
+        let splicer = if splice {
+            Some(std::sync::Arc::new(attach_splice(&mut bpf)?))
+        } else {
+            None
+        };
         let ops: &mut SockOps = bpf
             .program_mut(SOCKOPS_PROGRAM)
             .ok_or(EbpfError::Missing(SOCKOPS_PROGRAM))?
@@ -162,6 +185,7 @@ impl Programs {
             ports: ports.to_vec(),
             fastpath,
             cgroup: cgroup.to_path_buf(),
+            splicer,
         })
     }
 
@@ -192,6 +216,28 @@ impl Programs {
             redirected: get(counter::REDIRECTED)?,
             redirected_bytes: get(counter::REDIRECTED_BYTES)?,
             passed: get(counter::PASSED)?,
+            spliced: get(counter::SPLICED)?,
+            spliced_bytes: get(counter::SPLICED_BYTES)?,
+            splice_passed: get(counter::SPLICE_PASSED)?,
         })
     }
+}
+
+/// Takes the tunnel maps out of the object and attaches the stream verdict to `TUNNELS`.
+fn attach_splice(bpf: &mut Ebpf) -> Result<Splicer, EbpfError> {
+    let mut take = |name: &'static str| bpf.take_map(name).ok_or(EbpfError::Missing(name));
+    let tunnels: SockHash<_, SockKey> = SockHash::try_from(take(TUNNELS_MAP)?)?;
+    let targets: SockHash<_, SockKey> = SockHash::try_from(take(TARGETS_MAP)?)?;
+    let peers: HashMap<_, SockKey, SockKey> = HashMap::try_from(take(PEERS_MAP)?)?;
+    let verdict: &mut SkSkb = bpf
+        .program_mut(SPLICE_PROGRAM)
+        .ok_or(EbpfError::Missing(SPLICE_PROGRAM))?
+        .try_into()?;
+    verdict.load()?;
+    verdict.attach(tunnels.fd())?;
+    Ok(Splicer::new(Maps {
+        tunnels,
+        targets,
+        peers,
+    }))
 }

@@ -5,6 +5,7 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ use crate::http::chunked::Decoder;
 use crate::http::proxy::{self, BodyFraming, ClientSide};
 use crate::http::request::Framing;
 use crate::out::OutQueue;
+use crate::splice::{Drain, DrainState, Joined, Link, Splicer};
+use crate::sys;
 
 /// Bytes buffered towards the upstream before we stop reading the client.
 const UP_BUF: usize = 64 * 1024;
@@ -133,14 +136,20 @@ impl Pool {
         }
     }
 
-    /// A connection to the upstream for client connection `owner`: an idle one, or a new one.
+    /// A connection to the upstream for client connection `owner`: an idle one, or a new one
+    /// (always new when `fresh`).
     fn checkout(
         &mut self,
         up: &Upstream,
         registry: &Registry,
         owner: usize,
+        fresh: bool,
     ) -> io::Result<(TcpStream, usize, bool)> {
-        if let Some(i) = self.idle.iter().rposition(|(_, _, a)| *a == up.addr) {
+        if let Some(i) = self
+            .idle
+            .iter()
+            .rposition(|(_, _, a)| *a == up.addr && !fresh)
+        {
             let (slot, s, _) = self.idle.swap_remove(i);
             self.slots[slot] = Some(owner);
             self.stats.upstream_reused.fetch_add(1, Ordering::Relaxed);
@@ -204,6 +213,8 @@ pub struct UpCtx<'a> {
     pub owner: usize,
     pub upstream: Upstream,
     pub pool: &'a mut Pool,
+    /// The kernel tunnel splice, when on.
+    pub splicer: Option<&'a Arc<Splicer>>,
 }
 
 /// How a pump ended.
@@ -291,7 +302,26 @@ pub struct Exchange {
     status: u16,
     bytes: u64,
     reusable: bool,
+    /// Bytes ever read from this upstream socket.
+    up_read: u64,
+    /// Response bytes sent to the client before a splice.
+    bytes_before_splice: u64,
+    splice: Option<Spliced>,
+    splice_tried: bool,
     pub log: LogFields,
+}
+
+/// A tunnel handed over to the kernel.
+struct Spliced {
+    _link: Link,
+    /// Upstream to client: always spliced.
+    u2c: Drain,
+    /// Client to upstream, when spliced too (else it stays in user space).
+    c2u: Option<Drain>,
+    /// A FIN arrived and its direction is not drained yet: check again soon.
+    draining: bool,
+    /// Bytes received on both sockets when last looked at (for the inactivity timeout).
+    seen: u64,
 }
 
 /// The request as the connection hands it over.
@@ -322,7 +352,20 @@ impl Exchange {
             },
             None => up.upstream,
         };
-        let (sock, slot, reused) = up.pool.checkout(&upstream, up.registry, up.owner)?;
+        // A tunnel that may be spliced gets a connection of its own, off the sk_msg fast path
+        // (whose redirects would bypass the splice verdict).
+        let fresh = r.upgrade && up.splicer.is_some();
+        let upstream = if fresh {
+            Upstream {
+                source: None,
+                ..upstream
+            }
+        } else {
+            upstream
+        };
+        let (sock, slot, reused) = up
+            .pool
+            .checkout(&upstream, up.registry, up.owner, fresh)?;
         let req = match r.framing {
             Framing::None => ReqBody::Done,
             Framing::Length(n) => ReqBody::Length(n),
@@ -363,8 +406,149 @@ impl Exchange {
             status: 0,
             bytes: 0,
             reusable: false,
+            up_read: 0,
+            bytes_before_splice: 0,
+            splice: None,
+            splice_tried: false,
             log: r.log,
         })
+    }
+
+    /// A tunnel whose buffers are empty, not yet offered to the kernel.
+    pub fn can_splice(&self) -> bool {
+        self.phase == Phase::Tunnel
+            && !self.splice_tried
+            && self.to_up_pos == self.to_up.len()
+            && self.from_up.is_empty()
+            && !self.up_eof
+            && !self.up_shut
+            && !self.client_shut
+    }
+
+    /// The tunnel is (at least partly) spliced in the kernel.
+    pub fn spliced(&self) -> bool {
+        self.splice.is_some()
+    }
+
+    /// Both directions are spliced: the connection must not read the client any more.
+    pub fn spliced_both(&self) -> bool {
+        self.splice.as_ref().is_some_and(|s| s.c2u.is_some())
+    }
+
+    /// A spliced direction is draining after a FIN: poll again soon.
+    pub fn splice_draining(&self) -> bool {
+        self.splice.as_ref().is_some_and(|s| s.draining)
+    }
+
+    /// Hands the tunnel to the kernel; the caller has written out everything it read from the
+    /// client (`client`, registered under `client_token`). Returns true when both directions
+    /// are spliced.
+    pub fn start_splice(
+        &mut self,
+        client: &TcpStream,
+        client_token: usize,
+        splicer: &Arc<Splicer>,
+        registry: &Registry,
+    ) -> bool {
+        self.splice_tried = true;
+        // Each side's queued total before any redirected byte can join it.
+        let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
+            return false;
+        };
+        let (link, both) = match splicer.join(client, &self.sock) {
+            Joined::No => return false,
+            Joined::UpstreamOnly(link) => (link, false),
+            Joined::Both(link) => (link, true),
+        };
+        let up_token = UP_TOKEN_BASE + self.slot;
+        let _ = sys::watch_hangup_only(registry, &self.sock, up_token);
+        self.watching_writes = false;
+        if both {
+            let _ = sys::watch_hangup_only(registry, client, client_token);
+        }
+        self.bytes_before_splice = self.bytes;
+        self.splice = Some(Spliced {
+            _link: link,
+            u2c: Drain::new(&c),
+            c2u: both.then(|| Drain::new(&u)),
+            draining: false,
+            seen: c.bytes_received + u.bytes_received,
+        });
+        both
+    }
+
+    /// Whether bytes moved through a spliced tunnel since the last call.
+    pub fn splice_activity(&mut self, client: &TcpStream) -> bool {
+        let Some(s) = self.splice.as_mut() else {
+            return false;
+        };
+        let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
+            return false;
+        };
+        let now = c.bytes_received + u.bytes_received;
+        let moved = now != s.seen;
+        s.seen = now;
+        moved
+    }
+
+    /// Follows a spliced tunnel to its end: when a side's FIN arrived and everything before it
+    /// is queued on the other socket, shut that socket's write side. `client_read`: bytes the
+    /// connection ever read from the client. Done when both directions are over (the
+    /// client-to-upstream one may be in user space: see `pump`).
+    pub fn splice_step(&mut self, client: &TcpStream, client_read: u64) -> Step {
+        let Some(s) = self.splice.as_mut() else {
+            return Step::Pending;
+        };
+        if matches!(client.take_error(), Ok(Some(_)) | Err(_))
+            || matches!(self.sock.take_error(), Ok(Some(_)) | Err(_))
+        {
+            return Step::Abort;
+        }
+        let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
+            return Step::Abort;
+        };
+        s.draining = false;
+        if !s.u2c.done {
+            let state = s.u2c.step(
+                (&self.sock, &u),
+                self.up_read,
+                self.up_shut,
+                (client, &c),
+            );
+            self.bytes = self.bytes_before_splice + s.u2c.moved;
+            match state {
+                DrainState::Open => {}
+                DrainState::Draining => s.draining = true,
+                DrainState::Drained => {
+                    sys::shutdown_write(client.as_raw_fd());
+                    s.u2c.done = true;
+                    self.client_shut = true;
+                    // Everything the upstream sent went to the client.
+                    self.up_eof = true;
+                }
+            }
+        }
+        if let Some(d) = s.c2u.as_mut()
+            && !d.done
+        {
+            match d.step((client, &c), client_read, self.client_shut, (&self.sock, &u)) {
+                DrainState::Open => {}
+                DrainState::Draining => s.draining = true,
+                DrainState::Drained => {
+                    let _ = self.sock.shutdown(Shutdown::Write);
+                    d.done = true;
+                    self.up_shut = true;
+                }
+            }
+        }
+        if s.u2c.done && s.c2u.as_ref().is_some_and(|d| d.done) {
+            return Step::Done {
+                status: 101,
+                bytes: self.bytes,
+                close_client: true,
+            };
+        }
+        Step::Pending
     }
 
     /// Readiness of the upstream socket.
@@ -460,6 +644,7 @@ impl Exchange {
                     self.to_up_pos = 0;
                     self.sent_at = None;
                     self.from_up.clear();
+                    self.up_read = 0;
                     self.up_readable = false;
                     self.up_writable = true;
                     self.up_eof = false;
@@ -589,6 +774,7 @@ impl Exchange {
             // One upstream read per round, while the client keeps up: the response is
             // interpreted before reading again, so a complete response costs no EAGAIN read.
             if self.up_readable
+                && self.splice.is_none()
                 && !self.up_eof
                 && out.pending() < CLIENT_HIGH
                 && self.from_up.len() < READ_CHUNK + proxy::MAX_RESPONSE_HEAD
@@ -598,7 +784,8 @@ impl Exchange {
                         self.up_eof = true;
                         progress = true;
                     }
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.up_read += n as u64;
                         self.got_byte = true;
                         progress = true;
                     }

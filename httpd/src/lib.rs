@@ -17,6 +17,7 @@ pub mod listen;
 pub mod metrics;
 pub mod out;
 pub mod server;
+pub mod splice;
 pub mod stats;
 pub mod sys;
 pub mod vhosts;

@@ -79,6 +79,7 @@ pub fn run(mut args: Args) -> Result<()> {
 
     let (ebpf, ebpf_state) = start_ebpf(&args, &bound)?;
     let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);
+    let splicer = ebpf.as_ref().and_then(|p| p.splicer.clone());
 
     let shared = Arc::new(Shared {
         registry,
@@ -101,6 +102,7 @@ pub fn run(mut args: Args) -> Result<()> {
         },
         open: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
+        splicer,
     });
     let mut handles = Vec::new();
     let mut wakers = Vec::new();
@@ -228,14 +230,16 @@ fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Pro
         }),
         _ => None,
     };
-    match Programs::attach(&args.cgroup, &ports, fastpath) {
+    let splice = args.ebpf_splice == crate::cli::Switch::On && fastpath.is_some();
+    match Programs::attach(&args.cgroup, &ports, fastpath, splice) {
         Ok(p) => {
             let state = match fastpath {
                 Some(fp) => format!(
-                    "on: sock_ops on {}, sk_msg fast path for {} -> {}",
+                    "on: sock_ops on {}, sk_msg fast path for {} -> {}, tunnel splice {}",
                     args.cgroup.display(),
                     fp.source,
-                    fp.upstream
+                    fp.upstream,
+                    if splice { "on" } else { "off" }
                 ),
                 None => format!(
                     "on: sock_ops on {} (no fast path: no IPv4 loopback upstream)",

@@ -182,3 +182,99 @@ pub fn inherited_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
     }
     Ok(l)
 }
+
+/// What a spliced tunnel needs from TCP_INFO (plus SIOCOUTQ) of one socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// TCP state (`TCP_ESTABLISHED` = 1, ...).
+    pub state: u8,
+    /// Sequence space the peer acknowledged: data, plus 1 for our SYN on a connecting socket.
+    pub bytes_acked: u64,
+    /// Sequence space received: data, plus 1 once a FIN arrived.
+    pub bytes_received: u64,
+    /// Bytes in the send queue not yet acknowledged (SIOCOUTQ).
+    pub outq: u64,
+}
+
+impl TcpCounters {
+    /// Everything ever queued for sending on this socket (acknowledged or not), SYN included.
+    pub fn queued(&self) -> u64 {
+        self.bytes_acked + self.outq
+    }
+}
+
+/// TCP_INFO counters and SIOCOUTQ of a TCP socket.
+pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
+    // SAFETY: a zeroed tcp_info is valid plain data.
+    let mut ti: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `ti` and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut ti as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut outq: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut outq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpCounters {
+        state: ti.tcpi_state,
+        bytes_acked: ti.tcpi_bytes_acked,
+        bytes_received: ti.tcpi_bytes_received,
+        outq: outq.max(0) as u64,
+    })
+}
+
+/// SO_RCVLOWAT = 1. Setting it makes TCP call the socket's data-ready callback when data is
+/// queued, which runs a stream verdict that was attached after that data arrived.
+pub fn poke_data_ready(sock: &impl AsRawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Changes a registered socket's epoll interest to its peer's close (EPOLLRDHUP, edge
+/// triggered; errors and hangups always report), keeping the token mio gave it. A spliced
+/// socket so wakes the worker when its peer finishes, not for every segment the kernel moves.
+pub fn watch_hangup_only(epoll: &impl AsRawFd, sock: &impl AsRawFd, token: usize) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: token as u64,
+    };
+    // SAFETY: epoll_ctl on live fds with a pointer to a local event.
+    let r = unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_MOD,
+            sock.as_raw_fd(),
+            &mut ev,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

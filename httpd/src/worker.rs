@@ -38,6 +38,8 @@ pub struct Shared {
     pub limits: Limits,
     pub open: AtomicUsize,
     pub stop: AtomicBool,
+    /// The kernel tunnel splice (`--ebpf-splice on` with the programs loaded).
+    pub splicer: Option<Arc<crate::splice::Splicer>>,
 }
 
 pub struct Worker {
@@ -76,6 +78,7 @@ impl Worker {
             pool: Pool::new(shared.stats.clone()),
             stats: shared.stats.clone(),
             nl,
+            ticking: Vec::new(),
         };
         let mut table_gen = shared.registry.generation();
         let mut events = Events::with_capacity(1024);
@@ -85,10 +88,14 @@ impl Worker {
         // Listeners whose accept failed (EMFILE): retried by the sweep.
         let mut stalled = vec![false; nl];
         loop {
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(500)))
-            {
+            // A spliced tunnel draining after a FIN is polled every millisecond (the kernel
+            // sends no event when its queue empties); otherwise wake twice a second.
+            let wait = if st.ticking.is_empty() {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_millis(1)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -138,6 +145,16 @@ impl Worker {
                 };
                 st.drive(&self.poll, &shared, &limits, key, now, ready);
             }
+            for key in std::mem::take(&mut st.ticking) {
+                st.drive(
+                    &self.poll,
+                    &shared,
+                    &limits,
+                    key,
+                    now,
+                    Ready::Client(Readable::No),
+                );
+            }
             if shared.stop.load(Ordering::Acquire) && drain_deadline.is_none() {
                 for l in &mut listeners {
                     let _ = self.poll.registry().deregister(l);
@@ -166,6 +183,14 @@ impl Worker {
                         .collect();
                     for key in waiting {
                         st.drive(&self.poll, &shared, &limits, key, now, Ready::Timeout);
+                    }
+                }
+                if shared.splicer.is_some() {
+                    // The kernel moves a spliced tunnel's bytes: its activity shows in counters.
+                    for (_, c) in st.conns.iter_mut() {
+                        if c.splice_activity() {
+                            c.last_active = now;
+                        }
                     }
                 }
                 let expired: Vec<usize> = st
@@ -220,6 +245,8 @@ struct LoopState {
     pool: Pool,
     stats: Arc<crate::stats::Stats>,
     nl: usize,
+    /// Connections to drive again at the next turn (spliced tunnels draining).
+    ticking: Vec<usize>,
 }
 
 impl LoopState {
@@ -261,6 +288,7 @@ impl LoopState {
             clf_time: &self.clf,
             io: limits.io,
             now,
+            token: client_token(nl, key).0,
             path_buf: &mut self.path_buf,
             stats: &self.stats,
             up: limits.upstream.map(|u| UpCtx {
@@ -268,6 +296,7 @@ impl LoopState {
                 owner: key,
                 upstream: u,
                 pool: &mut self.pool,
+                splicer: shared.splicer.as_ref(),
             }),
         };
         let alive = match ready {
@@ -281,6 +310,9 @@ impl LoopState {
         if !alive {
             self.close(poll, key, shared);
             return;
+        }
+        if conn.ticking && !self.ticking.contains(&key) {
+            self.ticking.push(key);
         }
         // A new connection is registered only after its first drive: one that is answered
         // and closed at once (connection per request) never costs an epoll_ctl.

@@ -1,0 +1,250 @@
+//! Splicing tunnels in the kernel (`--ebpf-splice on`): once an upgraded connection is a plain
+//! byte pipe, its client and upstream sockets join the `TUNNELS` SOCKHASH and the stream
+//! verdict `httpd_splice` sends what each receives out of the other, with no copy to user
+//! space. httpd then only watches for the ends.
+//!
+//! The handover keeps byte order: every byte httpd read is written out before the sockets
+//! join (the caller checks that its buffers are empty), and bytes that arrived since stay in the
+//! receive queue, which the verdict drains first when it is poked (SO_RCVLOWAT). Both sockets
+//! become redirect *targets* (`TARGETS`, no program) before either gets the verdict, so a
+//! verdict never runs without its target; if the second socket cannot join (its peer just
+//! closed), only the upstream-to-client direction is spliced and the other stays in user
+//! space.
+//!
+//! The teardown loses no byte: when one side's FIN arrives, httpd shuts the other side's write
+//! only once everything received before that FIN is queued on the other socket, which it sees
+//! in TCP_INFO and SIOCOUTQ (see [`Drain`]).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{HashMap, MapData, SockHash};
+use httpd_common::ebpf::SockKey;
+use mio::net::TcpStream;
+
+use crate::ebpf::ip_u32;
+use crate::sys::{self, TcpCounters};
+
+/// The tunnel maps, shared by the workers.
+pub struct Splicer {
+    maps: Mutex<Maps>,
+}
+
+pub struct Maps {
+    pub tunnels: SockHash<MapData, SockKey>,
+    pub targets: SockHash<MapData, SockKey>,
+    pub peers: HashMap<MapData, SockKey, SockKey>,
+}
+
+/// How far a handover went.
+pub enum Joined {
+    /// Nothing changed: the tunnel stays in user space.
+    No,
+    /// Upstream-to-client is spliced; client-to-upstream stays in user space.
+    UpstreamOnly(Link),
+    /// Both directions are spliced.
+    Both(Link),
+}
+
+/// A tunnel's entries in the maps; dropping it removes them. (The sockets themselves leave the
+/// SOCKHASHes when they close.)
+pub struct Link {
+    splicer: Arc<Splicer>,
+    client: SockKey,
+    upstream: SockKey,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.splicer.maps.lock() {
+            let _ = m.peers.remove(&self.client);
+            let _ = m.peers.remove(&self.upstream);
+        }
+    }
+}
+
+fn key(s: &TcpStream) -> Option<SockKey> {
+    match (s.local_addr().ok()?, s.peer_addr().ok()?) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => Some(SockKey {
+            local_ip: ip_u32(*l.ip()),
+            remote_ip: ip_u32(*r.ip()),
+            local_port: u32::from(l.port()),
+            remote_port: u32::from(r.port()),
+        }),
+        _ => None,
+    }
+}
+
+impl Splicer {
+    pub fn new(maps: Maps) -> Splicer {
+        Splicer {
+            maps: Mutex::new(maps),
+        }
+    }
+
+    /// Hands a tunnel over to the kernel. The caller has written out everything it read from
+    /// either socket and reads neither again in the directions spliced.
+    pub fn join(self: &Arc<Self>, client: &TcpStream, upstream: &TcpStream) -> Joined {
+        let (Some(kc), Some(ku)) = (key(client), key(upstream)) else {
+            return Joined::No;
+        };
+        let Ok(mut m) = self.maps.lock() else {
+            return Joined::No;
+        };
+        if m.peers.insert(kc, ku, 0).is_err() || m.peers.insert(ku, kc, 0).is_err() {
+            let _ = m.peers.remove(&kc);
+            return Joined::No;
+        }
+        let link = Link {
+            splicer: self.clone(),
+            client: kc,
+            upstream: ku,
+        };
+        // Targets first: no program, so nothing changes for either socket yet.
+        if m.targets.insert(kc, client.as_raw_fd(), 0).is_err() || m.targets.insert(ku, upstream.as_raw_fd(), 0).is_err()
+        {
+            let _ = m.targets.remove(&kc);
+            drop(m);
+            return Joined::No;
+        }
+        if m.tunnels.insert(ku, upstream.as_raw_fd(), 0).is_err() {
+            let _ = m.targets.remove(&kc);
+            let _ = m.targets.remove(&ku);
+            drop(m);
+            return Joined::No;
+        }
+        let both = m.tunnels.insert(kc, client.as_raw_fd(), 0).is_ok();
+        drop(m);
+        // Bytes that arrived before the verdict was attached wait in the receive queue: have
+        // the verdict take them now, ahead of anything later.
+        let _ = sys::poke_data_ready(upstream);
+        if both {
+            let _ = sys::poke_data_ready(client);
+            Joined::Both(link)
+        } else {
+            Joined::UpstreamOnly(link)
+        }
+    }
+}
+
+/// TCP states (include/net/tcp_states.h).
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+/// One spliced direction, from socket X (where the bytes arrive) to socket Y.
+#[derive(Debug)]
+pub struct Drain {
+    /// Y's queued total (acked + outq) at the handover: what httpd itself had written.
+    base_queued: u64,
+    /// X's last bytes, read by httpd: X left the SOCKHASH before its verdict saw them.
+    tail: Option<Vec<u8>>,
+    /// How much of `tail` is written to Y.
+    tail_pos: usize,
+    /// Bytes moved from X to Y so far (for the access log).
+    pub moved: u64,
+    /// Y's write side is shut: this direction is over.
+    pub done: bool,
+}
+
+/// Where a direction stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DrainState {
+    /// X has not finished sending.
+    Open,
+    /// X's FIN arrived; bytes before it are still on their way into Y.
+    Draining,
+    /// Everything X sent is queued on Y: shut Y's write side now.
+    Drained,
+}
+
+/// X ended by FIN: states a socket reaches only after receiving its peer's FIN (CLOSE too,
+/// once its own FIN was sent first and acknowledged; a reset is told apart by SO_ERROR).
+pub fn fin_received(x: &TcpCounters, x_shut_by_us: bool) -> bool {
+    matches!(
+        x.state,
+        TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING | TCP_TIME_WAIT
+    ) || (x.state == TCP_CLOSE && x_shut_by_us)
+}
+
+/// Reads `sock` to its end (it has its FIN) without blocking.
+fn read_rest(mut sock: &TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return out,
+        }
+    }
+}
+
+impl Drain {
+    /// At the handover, with Y's counters read before X's bytes can be redirected into it.
+    pub fn new(y: &TcpCounters) -> Drain {
+        Drain {
+            base_queued: y.queued(),
+            tail: None,
+            tail_pos: 0,
+            moved: 0,
+            done: false,
+        }
+    }
+
+    /// Moves the direction towards its end. `x_read`: bytes httpd itself read from X before
+    /// the handover (it wrote those out itself); `x_shut_by_us`: httpd shut X's write side.
+    ///
+    /// When X's FIN arrives while X is in the SOCKHASH, its verdict has taken every byte
+    /// before it. But when httpd had shut X first, the segment with X's FIN closes X at
+    /// once (TIME_WAIT), which takes X out of the SOCKHASH before the verdict sees that
+    /// segment's data: httpd reads that tail itself and writes it to Y after the kernel has
+    /// queued everything it redirected earlier.
+    pub fn step(
+        &mut self,
+        (xs, x): (&TcpStream, &TcpCounters),
+        x_read: u64,
+        x_shut_by_us: bool,
+        (ys, y): (&TcpStream, &TcpCounters),
+    ) -> DrainState {
+        self.moved = y.queued().saturating_sub(self.base_queued);
+        if !fin_received(x, x_shut_by_us) {
+            return DrainState::Open;
+        }
+        if x.state == TCP_CLOSE && self.tail.is_none() {
+            self.tail = Some(read_rest(xs));
+        }
+        let tail = self.tail.as_deref().unwrap_or_default();
+        // bytes_received counts the FIN as one.
+        let redirected = x
+            .bytes_received
+            .saturating_sub(1)
+            .saturating_sub(x_read)
+            .saturating_sub(tail.len() as u64);
+        let queued = y
+            .queued()
+            .saturating_sub(self.base_queued)
+            .saturating_sub(self.tail_pos as u64);
+        if queued < redirected {
+            return DrainState::Draining;
+        }
+        let mut ys = ys;
+        while self.tail_pos < tail.len() {
+            match ys.write(&tail[self.tail_pos..]) {
+                Ok(0) => break,
+                Ok(n) => self.tail_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return DrainState::Draining,
+                // Y is gone: nothing more can reach it.
+                Err(_) => break,
+            }
+        }
+        self.moved = queued + self.tail_pos as u64;
+        DrainState::Drained
+    }
+}
