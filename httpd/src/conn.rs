@@ -86,6 +86,9 @@ pub struct Conn {
     pub fwd: Option<Box<Exchange>>,
     /// Bytes ever read from the client.
     read_total: u64,
+    /// The last read found the socket empty (EAGAIN): no segment is half read, so the kernel
+    /// splice may take over.
+    drained: bool,
     /// A spliced tunnel is draining: the worker drives this connection again soon.
     pub ticking: bool,
 }
@@ -115,6 +118,7 @@ impl Conn {
             head_since: None,
             fwd: None,
             read_total: 0,
+            drained: false,
             ticking: false,
         }
     }
@@ -198,7 +202,12 @@ impl Conn {
     /// Offers a tunnel whose bytes were all passed on to the kernel splice. True when both
     /// directions are spliced (the client is not read again).
     fn offer_splice(&mut self, ctx: &mut WorkerCtx<'_>) -> bool {
-        if self.start != self.end || self.eof || self.state != State::Open || !self.registered {
+        if self.start != self.end
+            || self.eof
+            || !self.drained
+            || self.state != State::Open
+            || !self.registered
+        {
             return false;
         }
         let (Some(f), Some(up)) = (self.fwd.as_mut(), ctx.up.as_ref()) else {
@@ -311,6 +320,7 @@ impl Conn {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.read_total += n as u64;
+                    self.drained = false;
                     // One read per round: the caller answers what arrived, then reads again
                     // until EAGAIN (a short read does not prove the socket is drained: the
                     // partial-I/O run makes every read short, and edge-triggered readiness
@@ -323,6 +333,7 @@ impl Conn {
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
                         self.want_read = false;
+                        self.drained = true;
                         break;
                     }
                     io::ErrorKind::Interrupted => {}

@@ -304,6 +304,9 @@ pub struct Exchange {
     reusable: bool,
     /// Bytes ever read from this upstream socket.
     up_read: u64,
+    /// The last read of the upstream socket found it empty (EAGAIN). The kernel's verdict
+    /// takes whole segments: one that httpd read part of would be sent twice.
+    up_drained: bool,
     /// Response bytes sent to the client before a splice.
     bytes_before_splice: u64,
     splice: Option<Spliced>,
@@ -363,9 +366,7 @@ impl Exchange {
         } else {
             upstream
         };
-        let (sock, slot, reused) = up
-            .pool
-            .checkout(&upstream, up.registry, up.owner, fresh)?;
+        let (sock, slot, reused) = up.pool.checkout(&upstream, up.registry, up.owner, fresh)?;
         let req = match r.framing {
             Framing::None => ReqBody::Done,
             Framing::Length(n) => ReqBody::Length(n),
@@ -407,6 +408,7 @@ impl Exchange {
             bytes: 0,
             reusable: false,
             up_read: 0,
+            up_drained: false,
             bytes_before_splice: 0,
             splice: None,
             splice_tried: false,
@@ -420,6 +422,7 @@ impl Exchange {
             && !self.splice_tried
             && self.to_up_pos == self.to_up.len()
             && self.from_up.is_empty()
+            && self.up_drained
             && !self.up_eof
             && !self.up_shut
             && !self.client_shut
@@ -509,12 +512,9 @@ impl Exchange {
         };
         s.draining = false;
         if !s.u2c.done {
-            let state = s.u2c.step(
-                (&self.sock, &u),
-                self.up_read,
-                self.up_shut,
-                (client, &c),
-            );
+            let state = s
+                .u2c
+                .step((&self.sock, &u), self.up_read, self.up_shut, (client, &c));
             self.bytes = self.bytes_before_splice + s.u2c.moved;
             match state {
                 DrainState::Open => {}
@@ -531,7 +531,12 @@ impl Exchange {
         if let Some(d) = s.c2u.as_mut()
             && !d.done
         {
-            match d.step((client, &c), client_read, self.client_shut, (&self.sock, &u)) {
+            match d.step(
+                (client, &c),
+                client_read,
+                self.client_shut,
+                (&self.sock, &u),
+            ) {
                 DrainState::Open => {}
                 DrainState::Draining => s.draining = true,
                 DrainState::Drained => {
@@ -786,11 +791,15 @@ impl Exchange {
                     }
                     Ok(n) => {
                         self.up_read += n as u64;
+                        self.up_drained = false;
                         self.got_byte = true;
                         progress = true;
                     }
                     Err(e) => match e.kind() {
-                        io::ErrorKind::WouldBlock => self.up_readable = false,
+                        io::ErrorKind::WouldBlock => {
+                            self.up_readable = false;
+                            self.up_drained = true;
+                        }
                         io::ErrorKind::Interrupted => progress = true,
                         _ => {
                             if self.phase == Phase::Tunnel || self.phase == Phase::Body {

@@ -103,7 +103,8 @@ impl Splicer {
             upstream: ku,
         };
         // Targets first: no program, so nothing changes for either socket yet.
-        if m.targets.insert(kc, client.as_raw_fd(), 0).is_err() || m.targets.insert(ku, upstream.as_raw_fd(), 0).is_err()
+        if m.targets.insert(kc, client.as_raw_fd(), 0).is_err()
+            || m.targets.insert(ku, upstream.as_raw_fd(), 0).is_err()
         {
             let _ = m.targets.remove(&kc);
             drop(m);

@@ -258,7 +258,11 @@ pub fn poke_data_ready(sock: &impl AsRawFd) -> io::Result<()> {
 /// Changes a registered socket's epoll interest to its peer's close (EPOLLRDHUP, edge
 /// triggered; errors and hangups always report), keeping the token mio gave it. A spliced
 /// socket so wakes the worker when its peer finishes, not for every segment the kernel moves.
-pub fn watch_hangup_only(epoll: &impl AsRawFd, sock: &impl AsRawFd, token: usize) -> io::Result<()> {
+pub fn watch_hangup_only(
+    epoll: &impl AsRawFd,
+    sock: &impl AsRawFd,
+    token: usize,
+) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
         u64: token as u64,

@@ -28,7 +28,7 @@ fn sock_ops_counts_accepted_connections() {
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
     let wport = watched.local_addr().unwrap().port();
     let oport = other.local_addr().unwrap().port();
-    let programs = match Programs::attach(Path::new(DEFAULT_CGROUP), &[wport], None) {
+    let programs = match Programs::attach(Path::new(DEFAULT_CGROUP), &[wport], None, false) {
         Ok(c) => c,
         Err(e @ EbpfError::Cgroup { .. }) if !must_run() => {
             eprintln!("skipped: {e}");

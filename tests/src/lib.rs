@@ -66,6 +66,12 @@ impl Httpd {
             // HTTPD_TEST_EBPF=on runs the functional suites again with the fast path.
             let mode = std::env::var("HTTPD_TEST_EBPF").unwrap_or_else(|_| "off".into());
             cmd.args(["--ebpf", &mode]);
+            // HTTPD_TEST_SPLICE=on: and with tunnels spliced in the kernel.
+            if let Ok(splice) = std::env::var("HTTPD_TEST_SPLICE")
+                && !extra.contains(&"--ebpf-splice")
+            {
+                cmd.args(["--ebpf-splice", &splice]);
+            }
         }
         if !extra.contains(&"--workers") {
             cmd.args(["--workers", "2"]);
@@ -418,4 +424,58 @@ pub fn is_root() -> bool {
 /// Under CI=true, tests that need root and the eBPF object must run, not skip.
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A WebSocket-style tunnel through httpd to the test app's `/ws`: `client_closes`, the client
+/// sends `payload` bytes, shuts its write side and must get every byte echoed before the
+/// close; otherwise (`/ws?send=N`) the app sends N bytes and closes first. Every byte checked.
+pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 101"), "{line}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let data: Vec<u8> = (0..payload).map(|i| (i * 7 % 256) as u8).collect();
+    if client_closes {
+        let writer = {
+            let mut w = c.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                w.write_all(&data).unwrap();
+                w.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let mut echoed = Vec::new();
+        r.read_to_end(&mut echoed).unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            echoed.len(),
+            data.len(),
+            "every byte echoed before the close"
+        );
+        assert!(echoed == data);
+    } else {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        let want: Vec<u8> = (0..payload as u64)
+            .map(|i| ((i % 65536) % 253) as u8)
+            .collect();
+        assert_eq!(got.len(), payload, "every byte before the upstream's close");
+        assert!(got == want);
+    }
 }

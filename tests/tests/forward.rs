@@ -1,12 +1,12 @@
 //! httpd in front of an app server: forwarding, bodies both ways, headers, upgrade tunnels,
 //! failures, and request smuggling checked on the upstream's side.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tests::{App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, scaled, write_tree};
+use tests::{App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, scaled, tunnel, write_tree};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -266,57 +266,6 @@ fn a_gigabyte_each_way_in_bounded_memory() {
     );
 }
 
-fn tunnel(h: &Httpd, path: &str, payload: usize, client_closes: bool) {
-    let mut c = TcpStream::connect(h.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 101"), "{line}");
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let data: Vec<u8> = (0..payload).map(|i| (i * 7 % 256) as u8).collect();
-    if client_closes {
-        let writer = {
-            let mut w = c.try_clone().unwrap();
-            let data = data.clone();
-            std::thread::spawn(move || {
-                w.write_all(&data).unwrap();
-                w.shutdown(std::net::Shutdown::Write).unwrap();
-            })
-        };
-        let mut echoed = Vec::new();
-        r.read_to_end(&mut echoed).unwrap();
-        writer.join().unwrap();
-        assert_eq!(
-            echoed.len(),
-            data.len(),
-            "every byte echoed before the close"
-        );
-        assert!(echoed == data);
-    } else {
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).unwrap();
-        let want: Vec<u8> = (0..payload as u64)
-            .map(|i| ((i % 65536) % 253) as u8)
-            .collect();
-        assert_eq!(got.len(), payload, "every byte before the upstream's close");
-        assert!(got == want);
-    }
-}
-
 #[test]
 fn upgrade_tunnels_lose_no_byte() {
     let s = setup();
@@ -328,8 +277,8 @@ fn upgrade_tunnels_lose_no_byte() {
         scaled(16 << 20, 256 << 10),
         scaled(256 << 20, 512 << 10),
     ] {
-        tunnel(&h, "/ws", size, true);
-        tunnel(&h, &format!("/ws?send={size}"), size, false);
+        tunnel(h.addr, "/ws", size, true);
+        tunnel(h.addr, &format!("/ws?send={size}"), size, false);
     }
 }
 

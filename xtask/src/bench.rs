@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd;
 
-const HTTPD_PORT: u16 = 18_081;
-const NGINX_PORT: u16 = 18_082;
-const BACKEND_PORT: u16 = 18_083;
+pub(crate) const HTTPD_PORT: u16 = 18_081;
+pub(crate) const NGINX_PORT: u16 = 18_082;
+pub(crate) const BACKEND_PORT: u16 = 18_083;
 const SMALL_FILES: usize = 1000;
 
 #[derive(Clone)]
@@ -149,7 +149,7 @@ end
     )
 }
 
-fn cpu_ticks(pids: &[u32]) -> u64 {
+pub(crate) fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|s| {
@@ -160,7 +160,7 @@ fn cpu_ticks(pids: &[u32]) -> u64 {
         .sum()
 }
 
-fn pids_of(root: u32) -> Vec<u32> {
+pub(crate) fn pids_of(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     if let Ok(o) = Command::new("pgrep")
         .args(["-P", &root.to_string()])
@@ -224,7 +224,7 @@ fn run_wrk(port: u16, s: &Scenario, script: &Path, seconds: u32, server: u32) ->
     Ok(m)
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -235,7 +235,7 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -255,7 +255,13 @@ impl Drop for Server {
     }
 }
 
-fn start_httpd(bin: &Path, vhosts: &Path, io: &str, ebpf: bool) -> Result<Server> {
+pub(crate) fn start_httpd(
+    bin: &Path,
+    vhosts: &Path,
+    io: &str,
+    ebpf: bool,
+    extra: &[&str],
+) -> Result<Server> {
     let child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin.join("httpd"))
@@ -270,6 +276,7 @@ fn start_httpd(bin: &Path, vhosts: &Path, io: &str, ebpf: bool) -> Result<Server
             io,
         ])
         .args(["--upstream", &format!("127.0.0.1:{BACKEND_PORT}")])
+        .args(extra)
         .arg(vhosts)
         .stderr(std::fs::File::create(vhosts.with_file_name("httpd.log"))?)
         .spawn()
@@ -280,16 +287,18 @@ fn start_httpd(bin: &Path, vhosts: &Path, io: &str, ebpf: bool) -> Result<Server
 }
 
 /// What an nginx instance of the benchmark does.
-enum NginxRole {
+pub(crate) enum NginxRole {
     /// Static files from the corpus.
     Static,
     /// Static files, misses to the backend with proxy_pass and upstream keepalive.
     Proxy,
     /// The small fast app server behind both proxies.
     Backend,
+    /// Everything to the backend, Upgrade tunnels included.
+    Tunnel,
 }
 
-fn start_nginx(dir: &Path, root: &Path, role: NginxRole) -> Result<Server> {
+pub(crate) fn start_nginx(dir: &Path, root: &Path, role: NginxRole) -> Result<Server> {
     let (name, port, server) = match role {
         NginxRole::Static => ("static", NGINX_PORT, format!("root {};", root.display())),
         NginxRole::Proxy => (
@@ -299,6 +308,11 @@ fn start_nginx(dir: &Path, root: &Path, role: NginxRole) -> Result<Server> {
                 "root {};\n        location / {{ try_files $uri @app; }}\n        location @app {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }}",
                 root.display()
             ),
+        ),
+        NginxRole::Tunnel => (
+            "tunnel",
+            NGINX_PORT,
+            "location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_read_timeout 300s; }".to_string(),
         ),
         NginxRole::Backend => (
             "backend",
@@ -499,7 +513,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             None
         };
         let h = {
-            let _srv = start_httpd(&bin, &vhosts, "sendfile", s.ebpf)?;
+            let _srv = start_httpd(&bin, &vhosts, "sendfile", s.ebpf, &[])?;
             let srv_pid = _srv.0.id();
             // Warm up, then measure.
             run_wrk(HTTPD_PORT, s, &script, 1, srv_pid)?;
@@ -574,6 +588,10 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             h.mibs() / n.mibs().max(1e-9),
             h.p99_us / n.p99_us.max(1e-9)
         );
+    }
+    if only.is_none_or(|o| o.contains("tunnel")) {
+        let tunnels = crate::tunnel_bench::run(&bin, &work, &vhosts, seconds)?;
+        crate::tunnel_bench::markdown(&tunnels, &mut md);
     }
     println!("{md}");
     if let Some(out) = output {

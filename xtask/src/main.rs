@@ -5,6 +5,7 @@ mod cmd;
 mod ebpf;
 mod run;
 mod setup;
+mod tunnel_bench;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -133,7 +134,8 @@ fn functional_suites(env: &[(&str, &std::ffi::OsStr)], harness: &[&str]) -> Resu
     cmd::run(&mut c)
 }
 
-/// The functional end-to-end suites again with `--ebpf on` (root only, one httpd at a time).
+/// The functional end-to-end suites again with `--ebpf on --ebpf-splice on` (root only, one
+/// httpd at a time): the sk_msg fast path under every exchange, the splice under every tunnel.
 fn ebpf_run() -> Result<()> {
     if !cmd::is_root() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -141,7 +143,13 @@ fn ebpf_run() -> Result<()> {
         eprintln!("xtask: not root: skipping the --ebpf on run of the functional tests");
         return Ok(());
     }
-    functional_suites(&[("HTTPD_TEST_EBPF", "on".as_ref())], &["--test-threads=1"])
+    functional_suites(
+        &[
+            ("HTTPD_TEST_EBPF", "on".as_ref()),
+            ("HTTPD_TEST_SPLICE", "on".as_ref()),
+        ],
+        &["--test-threads=1"],
+    )
 }
 
 /// The functional end-to-end tests again, with every socket read and write of httpd cut to a
