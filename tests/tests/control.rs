@@ -349,7 +349,7 @@ fn check_config(text: &str) -> (bool, String, String) {
 #[test]
 fn check_config_validates_and_prints() {
     let (ok, out, _) = check_config(
-        "upstream = \"127.0.0.1:9\"\nupstream_timeout = \"3s\"\nio = \"mmap\"\n[hosts.\"a.test\"]\nheaders = { \"X-A\" = \"1\" }\nupstream_prefixes = [\"/api/\"]\n",
+        "upstream = \"127.0.0.1:9\"\nupstream_timeout = \"3s\"\nio = \"mmap\"\nebpf_splice = \"on\"\n[hosts.\"a.test\"]\nheaders = { \"X-A\" = \"1\" }\nupstream_prefixes = [\"/api/\"]\n",
     );
     assert!(ok);
     assert!(
@@ -357,12 +357,16 @@ fn check_config_validates_and_prints() {
         "{out}"
     );
     assert!(
-        out.contains("io = \"mmap\"") && out.contains("[hosts.\"a.test\"]"),
+        out.contains("io = \"mmap\"")
+            && out.contains("ebpf_splice = \"on\"")
+            && out.contains("[hosts.\"a.test\"]"),
         "{out}"
     );
     let (ok, _, err) = check_config("workers = 2\nwokers = 3\n");
     assert!(!ok);
     assert!(err.contains("line 2") && err.contains("wokers"), "{err}");
+    let (ok, _, err) = check_config("ebpf_splice = \"maybe\"\n");
+    assert!(!ok && err.contains("ebpf_splice"), "{err}");
     let (ok, _, err) = check_config("upstream_timeout = \"soon\"\n");
     assert!(!ok && err.contains("upstream_timeout"), "{err}");
     let (ok, _, err) = check_config("[hosts.\"a\"]\nheaders = { \"Content-Length\" = \"1\" }\n");
