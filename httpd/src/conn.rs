@@ -246,6 +246,11 @@ impl Conn {
         Some(false)
     }
 
+    /// A spliced tunnel has been draining for a while: the sweep polls it.
+    pub fn splice_stalled(&self) -> bool {
+        self.fwd.as_ref().is_some_and(|f| f.splice_stalled())
+    }
+
     /// Whether bytes moved through this connection's spliced tunnel since the last call.
     pub fn splice_activity(&mut self) -> bool {
         match self.fwd.as_mut() {

@@ -30,6 +30,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const CLIENT_HIGH: u64 = 256 * 1024;
 /// Idle upstream connections kept per worker.
 const POOL_MAX: usize = 64;
+/// Checks of a draining spliced tunnel at every turn of the loop before the sweep takes over.
+const FAST_DRAIN_POLLS: u32 = 200;
 
 /// Upstream settings.
 #[derive(Debug, Clone, Copy)]
@@ -323,6 +325,8 @@ struct Spliced {
     c2u: Option<Drain>,
     /// A FIN arrived and its direction is not drained yet: check again soon.
     draining: bool,
+    /// Checks in a row that found it still draining.
+    drain_polls: u32,
     /// Bytes received on both sockets when last looked at (for the inactivity timeout).
     seen: u64,
 }
@@ -438,9 +442,20 @@ impl Exchange {
         self.splice.as_ref().is_some_and(|s| s.c2u.is_some())
     }
 
-    /// A spliced direction is draining after a FIN: poll again soon.
+    /// A spliced direction is draining after a FIN: poll again at the next turn of the loop
+    /// (about a millisecond), for the first checks; after that (the receiver is slow, or gone),
+    /// `splice_stalled` says so and the worker's sweep polls it.
     pub fn splice_draining(&self) -> bool {
-        self.splice.as_ref().is_some_and(|s| s.draining)
+        self.splice
+            .as_ref()
+            .is_some_and(|s| s.draining && s.drain_polls < FAST_DRAIN_POLLS)
+    }
+
+    /// Draining for longer than the fast polls.
+    pub fn splice_stalled(&self) -> bool {
+        self.splice
+            .as_ref()
+            .is_some_and(|s| s.draining && s.drain_polls >= FAST_DRAIN_POLLS)
     }
 
     /// Hands the tunnel to the kernel; the caller has written out everything it read from the
@@ -475,6 +490,7 @@ impl Exchange {
             u2c: Drain::new(&c),
             c2u: both.then(|| Drain::new(&u)),
             draining: false,
+            drain_polls: 0,
             seen: c.bytes_received + u.bytes_received,
         });
         both
@@ -546,6 +562,7 @@ impl Exchange {
                 }
             }
         }
+        s.drain_polls = if s.draining { s.drain_polls + 1 } else { 0 };
         if s.u2c.done && s.c2u.as_ref().is_some_and(|d| d.done) {
             return Step::Done {
                 status: 101,

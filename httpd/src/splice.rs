@@ -30,6 +30,8 @@ use crate::sys::{self, TcpCounters};
 /// The tunnel maps, shared by the workers.
 pub struct Splicer {
     maps: Mutex<Maps>,
+    /// The maps refused an update once (already said in the log).
+    refused: std::sync::atomic::AtomicBool,
 }
 
 pub struct Maps {
@@ -81,6 +83,7 @@ impl Splicer {
     pub fn new(maps: Maps) -> Splicer {
         Splicer {
             maps: Mutex::new(maps),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -93,8 +96,21 @@ impl Splicer {
         let Ok(mut m) = self.maps.lock() else {
             return Joined::No;
         };
-        if m.peers.insert(kc, ku, 0).is_err() || m.peers.insert(ku, kc, 0).is_err() {
+        if let Err(e) = m
+            .peers
+            .insert(kc, ku, 0)
+            .and_then(|()| m.peers.insert(ku, kc, 0))
+        {
             let _ = m.peers.remove(&kc);
+            // Not the tunnel's fault (privileges dropped with --user, map full): say it once.
+            if !self
+                .refused
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "tunnel splice: eBPF map update refused ({e}); tunnels stay in user space"
+                );
+            }
             return Joined::No;
         }
         let link = Link {

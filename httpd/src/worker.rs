@@ -187,10 +187,24 @@ impl Worker {
                 }
                 if shared.splicer.is_some() {
                     // The kernel moves a spliced tunnel's bytes: its activity shows in counters.
-                    for (_, c) in st.conns.iter_mut() {
+                    let mut stalled = Vec::new();
+                    for (k, c) in st.conns.iter_mut() {
                         if c.splice_activity() {
                             c.last_active = now;
                         }
+                        if c.splice_stalled() {
+                            stalled.push(k);
+                        }
+                    }
+                    for key in stalled {
+                        st.drive(
+                            &self.poll,
+                            &shared,
+                            &limits,
+                            key,
+                            now,
+                            Ready::Client(Readable::No),
+                        );
                     }
                 }
                 let expired: Vec<usize> = st

@@ -137,6 +137,35 @@ fn forwarded_traffic_goes_through_sk_msg() {
     assert_eq!(c["spliced"], 0, "tunnel splice is off by default: {c:?}");
 }
 
+/// `/ws?send=N` read only after `pause`.
+fn slow_reader(addr: std::net::SocketAddr, n: usize, pause: Duration) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(
+        format!(
+            "GET /ws?send={n} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(pause);
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head")
+        + 4;
+    assert!(all.starts_with(b"HTTP/1.1 101"));
+    let body = &all[head_end..];
+    assert_eq!(body.len(), n, "every byte after the pause");
+    assert!(
+        body.iter()
+            .enumerate()
+            .all(|(i, b)| *b == ((i as u64 % 65536) % 253) as u8)
+    );
+}
+
 #[test]
 fn spliced_tunnels_lose_no_byte() {
     let Some(f) = Fixture::start_with(&["--ebpf-splice", "on"]) else {
@@ -166,6 +195,14 @@ fn spliced_tunnels_lose_no_byte() {
         );
         assert!(String::from_utf8_lossy(&r.body).ends_with("body=hi"));
     }
+    // A reader that pauses: the app's bytes and FIN wait in the kernel's queues; the splice
+    // must hold the client's FIN back until the last byte is queued, however long that takes.
+    slow_reader(
+        h.addr,
+        scaled(4 << 20, 256 << 10),
+        Duration::from_millis(1500),
+    );
+    tunneled += scaled(4 << 20, 256 << 10);
     // Many small tunnels at once, closing from both sides.
     let threads: Vec<_> = (0..16)
         .map(|i| {
