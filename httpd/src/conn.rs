@@ -31,7 +31,11 @@ const LOG_FIELD: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readable {
     No,
+    /// Bytes arrived; the peer has not closed.
     Yes,
+    /// Read until EAGAIN or EOF: the peer closed (or errored), or no event said (a connection
+    /// just accepted).
+    ToEnd,
 }
 
 /// Everything a connection borrows from its worker while it runs.
@@ -86,6 +90,9 @@ pub struct Conn {
     pub fwd: Option<Box<Exchange>>,
     /// Bytes ever read from the client.
     read_total: u64,
+    /// A short read does not end reading: the peer's FIN may be queued behind the data (a
+    /// read returns the data and takes the FIN, and no event comes for it).
+    read_to_end: bool,
     /// The last read found the socket empty (EAGAIN): no segment is half read, so the kernel
     /// splice may take over.
     drained: bool,
@@ -118,6 +125,7 @@ impl Conn {
             head_since: None,
             fwd: None,
             read_total: 0,
+            read_to_end: true,
             drained: false,
             ticking: false,
         }
@@ -141,8 +149,13 @@ impl Conn {
         up_ready: Option<(bool, bool)>,
     ) -> bool {
         self.last_active = ctx.now;
-        if readable == Readable::Yes {
-            self.want_read = true;
+        match readable {
+            Readable::No => {}
+            Readable::Yes => self.want_read = true,
+            Readable::ToEnd => {
+                self.want_read = true;
+                self.read_to_end = true;
+            }
         }
         if let (Some(f), Some((r, w))) = (self.fwd.as_mut(), up_ready) {
             f.ready(r, w);
@@ -321,16 +334,19 @@ impl Conn {
                 }
                 self.rbuf.resize(grown, 0);
             }
+            let room = self.rbuf.len() - self.end;
             match self.sock.read(&mut self.rbuf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.read_total += n as u64;
-                    self.drained = false;
-                    // One read per round: the caller answers what arrived, then reads again
-                    // until EAGAIN (a short read does not prove the socket is drained: the
-                    // partial-I/O run makes every read short, and edge-triggered readiness
-                    // sends no new event for what is left). A request that closes the
-                    // connection so costs no EAGAIN read.
+                    // One read per round: the caller answers what arrived before reading
+                    // again. A short read from a TCP socket means its queue was empty (Linux
+                    // copies until the buffer is full or no segment is left), so reading stops
+                    // until the next edge: no EAGAIN read per request. Unless the peer may have
+                    // closed: then read on until EAGAIN or EOF.
+                    let drained = n < room && !self.read_to_end;
+                    self.want_read = !drained;
+                    self.drained = drained;
                     self.end += n;
                     got = true;
                     break;
@@ -339,6 +355,7 @@ impl Conn {
                     io::ErrorKind::WouldBlock => {
                         self.want_read = false;
                         self.drained = true;
+                        self.read_to_end = false;
                         break;
                     }
                     io::ErrorKind::Interrupted => {}

@@ -138,6 +138,8 @@ impl Worker {
                         UpEvent::Conn(key) => (key, Ready::Upstream(readable, writable)),
                         UpEvent::Idle => continue,
                     }
+                } else if ev.is_read_closed() || ev.is_error() {
+                    (t.0 - nl, Ready::Client(Readable::ToEnd))
                 } else if readable {
                     (t.0 - nl, Ready::Client(Readable::Yes))
                 } else {
@@ -278,7 +280,14 @@ impl LoopState {
         fresh.clear();
         let stalled = accept(l, &mut self.conns, shared, now, fresh);
         for &key in fresh.iter() {
-            self.drive(poll, shared, limits, key, now, Ready::Client(Readable::Yes));
+            self.drive(
+                poll,
+                shared,
+                limits,
+                key,
+                now,
+                Ready::Client(Readable::ToEnd),
+            );
         }
         stalled
     }

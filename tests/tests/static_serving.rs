@@ -456,6 +456,23 @@ fn pipelining_and_keep_alive() {
             let r = c.exchange(&format!("GET {p} HTTP/1.1\r\nHost: h\r\n\r\n"));
             assert_eq!(r.status, 200);
         }
+        // A request sent with the client's FIN (half-close) is answered, then the connection
+        // closes at once: on a new connection, and on one that served a request already (the
+        // read that returns the request takes the FIN too; no later event announces it).
+        for warm in [false, true] {
+            let mut c = Raw::connect(h.addr);
+            if warm {
+                let r = c.exchange("GET /data.json HTTP/1.1\r\nHost: h\r\n\r\n");
+                assert_eq!(r.status, 200);
+            }
+            c.send(b"GET /app.js HTTP/1.1\r\nHost: h\r\n\r\n");
+            c.reader
+                .get_ref()
+                .shutdown(std::net::Shutdown::Write)
+                .unwrap();
+            assert_eq!(c.response(false).status, 200);
+            assert!(c.closed(), "closed after the half-close (warm: {warm})");
+        }
         // HTTP/1.0: closed unless keep-alive asked.
         let mut c = Raw::connect(h.addr);
         let r = c.exchange("GET /data.json HTTP/1.0\r\n\r\n");
