@@ -229,7 +229,7 @@ impl Conn {
         let Some(splicer) = up.splicer else {
             return false;
         };
-        f.can_splice() && f.start_splice(&self.sock, ctx.token, splicer, up.registry)
+        f.can_splice() && f.start_splice(&self.sock, ctx.token, splicer, up.registry, ctx.stats)
     }
 
     /// Follows a spliced tunnel. Some(alive) when the drive ends here (both directions are

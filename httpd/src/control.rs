@@ -126,7 +126,8 @@ impl Control {
                 out,
                 "{{\"version\":{},\"uptime_secs\":{},\"workers\":{},\"open_connections\":{open},\
 \"requests\":{{\"static_hit\":{},\"not_modified\":{},\"partial\":{},\"redirect\":{},\"forwarded\":{},\"client_error\":{},\"server_error\":{}}},\
-\"bytes_sent\":{},\"upstream\":{{\"open\":{},\"idle\":{},\"opened\":{},\"reused\":{},\"failures\":{},\"timeouts\":{}}},\"hosts\":[",
+\"bytes_sent\":{},\"upstream\":{{\"open\":{},\"idle\":{},\"opened\":{},\"reused\":{},\"failures\":{},\"timeouts\":{}}},\
+\"tunnels\":{{\"opened\":{},\"spliced\":{},\"half_spliced\":{}}},\"hosts\":[",
                 json_str(env!("CARGO_PKG_VERSION")),
                 s.uptime_secs,
                 self.workers,
@@ -144,6 +145,9 @@ impl Control {
                 s.upstream_reused,
                 s.upstream_failures,
                 s.upstream_timeouts,
+                s.tunnels,
+                s.tunnels_spliced,
+                s.tunnels_half_spliced,
             );
             for (i, h) in hosts.iter().enumerate() {
                 let (req, hits, bytes) = h.stats.snapshot();
@@ -161,8 +165,15 @@ impl Control {
             if let Some(c) = ebpf {
                 let _ = write!(
                     out,
-                    ",\"inserted\":{},\"insert_failed\":{},\"redirected\":{},\"redirected_bytes\":{},\"passed\":{}",
-                    c.inserted, c.insert_failed, c.redirected, c.redirected_bytes, c.passed
+                    ",\"inserted\":{},\"insert_failed\":{},\"redirected\":{},\"redirected_bytes\":{},\"passed\":{},\"spliced\":{},\"spliced_bytes\":{},\"splice_passed\":{}",
+                    c.inserted,
+                    c.insert_failed,
+                    c.redirected,
+                    c.redirected_bytes,
+                    c.passed,
+                    c.spliced,
+                    c.spliced_bytes,
+                    c.splice_passed
                 );
             }
             out.push_str("}}\n");
@@ -195,6 +206,11 @@ impl Control {
                 s.upstream_reused,
                 s.upstream_failures,
                 s.upstream_timeouts
+            );
+            let _ = writeln!(
+                out,
+                "tunnels: opened {}  spliced {}  half-spliced {}",
+                s.tunnels, s.tunnels_spliced, s.tunnels_half_spliced
             );
             let _ = writeln!(out, "ebpf: {}", self.ebpf_state);
             if let Some(c) = ebpf {

@@ -467,6 +467,7 @@ impl Exchange {
         client_token: usize,
         splicer: &Arc<Splicer>,
         registry: &Registry,
+        stats: &Stats,
     ) -> bool {
         self.splice_tried = true;
         // Each side's queued total before any redirected byte can join it.
@@ -475,8 +476,14 @@ impl Exchange {
         };
         let (link, both) = match splicer.join(client, &self.sock) {
             Joined::No => return false,
-            Joined::UpstreamOnly(link) => (link, false),
-            Joined::Both(link) => (link, true),
+            Joined::UpstreamOnly(link) => {
+                stats.tunnels_half_spliced.fetch_add(1, Ordering::Relaxed);
+                (link, false)
+            }
+            Joined::Both(link) => {
+                stats.tunnels_spliced.fetch_add(1, Ordering::Relaxed);
+                (link, true)
+            }
         };
         let up_token = UP_TOKEN_BASE + self.slot;
         let _ = sys::watch_hangup_only(registry, &self.sock, up_token);
@@ -876,6 +883,7 @@ impl Exchange {
                             );
                             self.push_client(out, h, false);
                             self.status = 101;
+                            up.pool.stats.tunnels.fetch_add(1, Ordering::Relaxed);
                             self.phase = Phase::Tunnel;
                             self.req = ReqBody::Tunnel;
                         } else if (100..200).contains(&rh.status) {

@@ -79,6 +79,22 @@ pub fn render(c: &Control) -> String {
         ],
     );
     metric(
+        "httpd_tunnels_total",
+        "counter",
+        "Upgrade tunnels opened, and those spliced in the kernel (both ways, or upstream to client).",
+        &[
+            ("{mode=\"opened\"}".to_string(), s.tunnels.to_string()),
+            (
+                "{mode=\"spliced\"}".to_string(),
+                s.tunnels_spliced.to_string(),
+            ),
+            (
+                "{mode=\"half_spliced\"}".to_string(),
+                s.tunnels_half_spliced.to_string(),
+            ),
+        ],
+    );
+    metric(
         "httpd_upstream_opened_total",
         "counter",
         "Upstream connections opened.",

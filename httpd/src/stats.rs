@@ -31,6 +31,11 @@ pub struct Stats {
     pub upstream_open: AtomicI64,
     /// Idle pooled upstream connections now.
     pub upstream_idle: AtomicI64,
+    /// Upgrades answered 101 (tunnels opened).
+    pub tunnels: AtomicU64,
+    /// Tunnels handed to the kernel splice: both directions, and upstream-to-client only.
+    pub tunnels_spliced: AtomicU64,
+    pub tunnels_half_spliced: AtomicU64,
 }
 
 impl Default for Stats {
@@ -51,6 +56,9 @@ impl Default for Stats {
             upstream_timeouts: AtomicU64::new(0),
             upstream_open: AtomicI64::new(0),
             upstream_idle: AtomicI64::new(0),
+            tunnels: AtomicU64::new(0),
+            tunnels_spliced: AtomicU64::new(0),
+            tunnels_half_spliced: AtomicU64::new(0),
         }
     }
 }
@@ -73,6 +81,9 @@ pub struct Snapshot {
     pub upstream_timeouts: u64,
     pub upstream_open: i64,
     pub upstream_idle: i64,
+    pub tunnels: u64,
+    pub tunnels_spliced: u64,
+    pub tunnels_half_spliced: u64,
 }
 
 impl Stats {
@@ -114,6 +125,9 @@ impl Stats {
             upstream_timeouts: get(&self.upstream_timeouts),
             upstream_open: self.upstream_open.load(Ordering::Relaxed),
             upstream_idle: self.upstream_idle.load(Ordering::Relaxed),
+            tunnels: get(&self.tunnels),
+            tunnels_spliced: get(&self.tunnels_spliced),
+            tunnels_half_spliced: get(&self.tunnels_half_spliced),
         }
     }
 }
