@@ -33,9 +33,11 @@ pub enum Readable {
     No,
     /// Bytes arrived; the peer has not closed.
     Yes,
-    /// Read until EAGAIN or EOF: the peer closed (or errored), or no event said (a connection
-    /// just accepted).
+    /// Read until EAGAIN or EOF: the peer closed (or errored, or sent urgent data), or no
+    /// event said (a connection just accepted).
     ToEnd,
+    /// No event: the worker polls a draining spliced tunnel. Not activity.
+    Tick,
 }
 
 /// Everything a connection borrows from its worker while it runs.
@@ -148,9 +150,12 @@ impl Conn {
         readable: Readable,
         up_ready: Option<(bool, bool)>,
     ) -> bool {
-        self.last_active = ctx.now;
+        if readable != Readable::Tick {
+            self.last_active = ctx.now;
+        }
+        self.ticking = false;
         match readable {
-            Readable::No => {}
+            Readable::No | Readable::Tick => {}
             Readable::Yes => self.want_read = true,
             Readable::ToEnd => {
                 self.want_read = true;
@@ -178,12 +183,17 @@ impl Conn {
             }
             let before = self.out.pending();
             match self.out.flush(&self.sock, ctx.io) {
-                Ok(true) => {}
+                Ok(true) => self.blocked_on_write = false,
                 Ok(false) => self.blocked_on_write = true,
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;
-            if self.out.is_empty() && self.offer_splice(ctx) {
+            if self.out.is_empty() && !self.drained && self.splice_candidate(ctx) {
+                // Everything else is ready: one more read proves the socket empty (a short
+                // read may have stopped at an urgent mark, inside a segment).
+                self.want_read = true;
+                progress = true;
+            } else if self.out.is_empty() && self.offer_splice(ctx) {
                 // Both directions are the kernel's now: only their ends are watched.
                 return self.follow_splice(ctx).unwrap_or(true);
             }
@@ -210,6 +220,16 @@ impl Conn {
                 return true;
             }
         }
+    }
+
+    /// A tunnel could be offered to the kernel splice, but for the client socket's last read.
+    fn splice_candidate(&self, ctx: &WorkerCtx<'_>) -> bool {
+        self.start == self.end
+            && !self.eof
+            && self.state == State::Open
+            && self.registered
+            && ctx.up.as_ref().is_some_and(|u| u.splicer.is_some())
+            && self.fwd.as_ref().is_some_and(|f| f.can_splice())
     }
 
     /// Offers a tunnel whose bytes were all passed on to the kernel splice. True when both
@@ -259,16 +279,21 @@ impl Conn {
         Some(false)
     }
 
+    /// This connection's tunnel is spliced in the kernel (at least partly).
+    pub fn is_spliced(&self) -> bool {
+        self.fwd.as_ref().is_some_and(|f| f.spliced())
+    }
+
     /// A spliced tunnel has been draining for a while: the sweep polls it.
     pub fn splice_stalled(&self) -> bool {
         self.fwd.as_ref().is_some_and(|f| f.splice_stalled())
     }
 
-    /// Whether bytes moved through this connection's spliced tunnel since the last call.
-    pub fn splice_activity(&mut self) -> bool {
+    /// How this connection's spliced tunnel is doing (default: no tunnel spliced).
+    pub fn splice_health(&mut self, now: Instant) -> crate::forward::SpliceHealth {
         match self.fwd.as_mut() {
-            Some(f) => f.splice_activity(&self.sock),
-            None => false,
+            Some(f) => f.splice_health(&self.sock, self.read_total, now),
+            None => crate::forward::SpliceHealth::default(),
         }
     }
 
@@ -344,9 +369,10 @@ impl Conn {
                     // copies until the buffer is full or no segment is left), so reading stops
                     // until the next edge: no EAGAIN read per request. Unless the peer may have
                     // closed: then read on until EAGAIN or EOF.
-                    let drained = n < room && !self.read_to_end;
-                    self.want_read = !drained;
-                    self.drained = drained;
+                    // (Not `drained`, which only EAGAIN proves: a read also stops short at an
+                    // urgent mark, and the splice must not start inside a segment.)
+                    self.want_read = n == room || self.read_to_end;
+                    self.drained = false;
                     self.end += n;
                     got = true;
                     break;

@@ -170,7 +170,10 @@ impl Programs {
             msg.attach(&socks_fd)?;
         }
         let splicer = if splice {
-            Some(std::sync::Arc::new(attach_splice(&mut bpf)?))
+            Some(std::sync::Arc::new(attach_splice(
+                &mut bpf,
+                fastpath.map(|f| f.source),
+            )?))
         } else {
             None
         };
@@ -224,7 +227,7 @@ impl Programs {
 }
 
 /// Takes the tunnel maps out of the object and attaches the stream verdict to `TUNNELS`.
-fn attach_splice(bpf: &mut Ebpf) -> Result<Splicer, EbpfError> {
+fn attach_splice(bpf: &mut Ebpf, fast_source: Option<Ipv4Addr>) -> Result<Splicer, EbpfError> {
     let mut take = |name: &'static str| bpf.take_map(name).ok_or(EbpfError::Missing(name));
     let tunnels: SockHash<_, SockKey> = SockHash::try_from(take(TUNNELS_MAP)?)?;
     let targets: SockHash<_, SockKey> = SockHash::try_from(take(TARGETS_MAP)?)?;
@@ -235,9 +238,12 @@ fn attach_splice(bpf: &mut Ebpf) -> Result<Splicer, EbpfError> {
         .try_into()?;
     verdict.load()?;
     verdict.attach(tunnels.fd())?;
-    Ok(Splicer::new(Maps {
-        tunnels,
-        targets,
-        peers,
-    }))
+    Ok(Splicer::new(
+        Maps {
+            tunnels,
+            targets,
+            peers,
+        },
+        fast_source,
+    ))
 }

@@ -316,6 +316,15 @@ pub struct Exchange {
     pub log: LogFields,
 }
 
+/// What the sweep learns about a spliced tunnel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpliceHealth {
+    /// Bytes moved since the last look.
+    pub moved: bool,
+    /// Too much is held inside the kernel (a reader stopped): close the tunnel.
+    pub overloaded: bool,
+}
+
 /// A tunnel handed over to the kernel.
 struct Spliced {
     _link: Link,
@@ -329,6 +338,8 @@ struct Spliced {
     drain_polls: u32,
     /// Bytes received on both sockets when last looked at (for the inactivity timeout).
     seen: u64,
+    /// Since when a direction holds more than `splice::BACKLOG_MAX` in the kernel.
+    over_since: Option<Instant>,
 }
 
 /// The request as the connection hands it over.
@@ -486,10 +497,10 @@ impl Exchange {
             }
         };
         let up_token = UP_TOKEN_BASE + self.slot;
-        let _ = sys::watch_hangup_only(registry, &self.sock, up_token);
+        let _ = sys::watch_hangup_only(registry, &self.sock, up_token, false);
         self.watching_writes = false;
         if both {
-            let _ = sys::watch_hangup_only(registry, client, client_token);
+            let _ = sys::watch_hangup_only(registry, client, client_token, false);
         }
         self.bytes_before_splice = self.bytes;
         self.splice = Some(Spliced {
@@ -498,23 +509,42 @@ impl Exchange {
             c2u: both.then(|| Drain::new(&u)),
             draining: false,
             drain_polls: 0,
-            seen: c.bytes_received + u.bytes_received,
+            seen: c.bytes_received + u.bytes_received + c.bytes_acked + u.bytes_acked,
+            over_since: None,
         });
         both
     }
 
-    /// Whether bytes moved through a spliced tunnel since the last call.
-    pub fn splice_activity(&mut self, client: &TcpStream) -> bool {
+    /// Whether bytes moved through a spliced tunnel since the last call, and whether one of its
+    /// directions holds more than `splice::BACKLOG_MAX` inside the kernel (`client_read`: bytes
+    /// the connection ever read from the client).
+    pub fn splice_health(
+        &mut self,
+        client: &TcpStream,
+        client_read: u64,
+        now: Instant,
+    ) -> SpliceHealth {
         let Some(s) = self.splice.as_mut() else {
-            return false;
+            return SpliceHealth::default();
         };
         let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
-            return false;
+            return SpliceHealth::default();
         };
-        let now = c.bytes_received + u.bytes_received;
-        let moved = now != s.seen;
-        s.seen = now;
-        moved
+        // Bytes arriving, or bytes leaving (a slow reader draining its queue).
+        let total = c.bytes_received + u.bytes_received + c.bytes_acked + u.bytes_acked;
+        let moved = total != s.seen;
+        s.seen = total;
+        let mut backlog = s.u2c.backlog(&u, self.up_read, self.up_shut, &c);
+        if let Some(d) = &s.c2u {
+            backlog = backlog.max(d.backlog(&c, client_read, self.client_shut, &u));
+        }
+        let overloaded = if backlog > crate::splice::BACKLOG_MAX {
+            now.duration_since(*s.over_since.get_or_insert(now)) >= crate::splice::BACKLOG_GRACE
+        } else {
+            s.over_since = None;
+            false
+        };
+        SpliceHealth { moved, overloaded }
     }
 
     /// Follows a spliced tunnel to its end: when a side's FIN arrived and everything before it
@@ -648,7 +678,13 @@ impl Exchange {
         if !self.watching_writes {
             self.watching_writes = true;
             let t = Token(UP_TOKEN_BASE + self.slot);
-            let _ = registry.reregister(&mut self.sock, t, Interest::READABLE | Interest::WRITABLE);
+            if self.splice.is_some() {
+                // Spliced towards the client: its arrivals must not wake the worker.
+                let _ = sys::watch_hangup_only(registry, &self.sock, t.0, true);
+            } else {
+                let _ =
+                    registry.reregister(&mut self.sock, t, Interest::READABLE | Interest::WRITABLE);
+            }
         }
     }
 

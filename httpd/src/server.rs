@@ -230,6 +230,13 @@ fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Pro
         }),
         _ => None,
     };
+    if fastpath.is_some() && args.ebpf_source == std::net::Ipv4Addr::LOCALHOST {
+        tracing::warn!(
+            "--ebpf-source 127.0.0.1 is the source of every loopback connection: the fast path \
+             takes other clients of the upstream too, and no tunnel is spliced; use another \
+             127/8 address"
+        );
+    }
     let splice = args.ebpf_splice == crate::cli::Switch::On && fastpath.is_some();
     match Programs::attach(&args.cgroup, &ports, fastpath, splice) {
         Ok(p) => {

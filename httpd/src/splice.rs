@@ -30,6 +30,9 @@ use crate::sys::{self, TcpCounters};
 /// The tunnel maps, shared by the workers.
 pub struct Splicer {
     maps: Mutex<Maps>,
+    /// The sk_msg fast path's source address: an upstream socket from it is in `SOCKS`, where
+    /// sk_msg would deliver the app's bytes behind the verdict's back.
+    fast_source: Option<std::net::Ipv4Addr>,
     /// The maps refused an update once (already said in the log).
     refused: std::sync::atomic::AtomicBool,
 }
@@ -80,9 +83,10 @@ fn key(s: &TcpStream) -> Option<SockKey> {
 }
 
 impl Splicer {
-    pub fn new(maps: Maps) -> Splicer {
+    pub fn new(maps: Maps, fast_source: Option<std::net::Ipv4Addr>) -> Splicer {
         Splicer {
             maps: Mutex::new(maps),
+            fast_source,
             refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -93,6 +97,9 @@ impl Splicer {
         let (Some(kc), Some(ku)) = (key(client), key(upstream)) else {
             return Joined::No;
         };
+        if self.fast_source.is_some_and(|ip| ku.local_ip == ip_u32(ip)) {
+            return Joined::No;
+        }
         let Ok(mut m) = self.maps.lock() else {
             return Joined::No;
         };
@@ -145,6 +152,17 @@ impl Splicer {
         }
     }
 }
+
+/// Bytes a spliced direction may hold inside the kernel (received, not yet queued on the
+/// other socket) for longer than `BACKLOG_GRACE` before httpd closes the tunnel. Redirected
+/// segments are charged to neither socket: the verdict takes them off the receive queue at
+/// once, so the receive window stays open and the kernel applies no backpressure; a reader
+/// that stops would let its sender fill memory. (Clamping the sender's window does not help:
+/// the window reopens as fast as the verdict consumes.) A fast transfer can hold more for a
+/// moment (the kworker that sends redirected segments lags behind the verdict); a reader that
+/// stopped holds it for good. The workers check every spliced tunnel every few milliseconds.
+pub const BACKLOG_MAX: u64 = 64 << 20;
+pub const BACKLOG_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// TCP states (include/net/tcp_states.h).
 const TCP_TIME_WAIT: u8 = 6;
@@ -203,6 +221,28 @@ fn read_rest(mut sock: &TcpStream) -> Vec<u8> {
 }
 
 impl Drain {
+    /// Bytes X received that are not queued on Y yet: in flight inside the kernel.
+    pub fn backlog(
+        &self,
+        x: &TcpCounters,
+        x_read: u64,
+        x_shut_by_us: bool,
+        y: &TcpCounters,
+    ) -> u64 {
+        let fin = u64::from(fin_received(x, x_shut_by_us));
+        let tail = self.tail.as_ref().map_or(0, |t| t.len() as u64);
+        let received = x
+            .bytes_received
+            .saturating_sub(fin)
+            .saturating_sub(x_read)
+            .saturating_sub(tail);
+        let queued = y
+            .queued()
+            .saturating_sub(self.base_queued)
+            .saturating_sub(self.tail_pos as u64);
+        received.saturating_sub(queued)
+    }
+
     /// At the handover, with Y's counters read before X's bytes can be redirected into it.
     pub fn new(y: &TcpCounters) -> Drain {
         Drain {

@@ -256,15 +256,18 @@ pub fn poke_data_ready(sock: &impl AsRawFd) -> io::Result<()> {
 }
 
 /// Changes a registered socket's epoll interest to its peer's close (EPOLLRDHUP, edge
-/// triggered; errors and hangups always report), keeping the token mio gave it. A spliced
-/// socket so wakes the worker when its peer finishes, not for every segment the kernel moves.
+/// triggered; errors and hangups always report), and writability when `writes`, keeping the
+/// token mio gave it. A spliced socket so wakes the worker when its peer finishes, not for
+/// every segment the kernel moves.
 pub fn watch_hangup_only(
     epoll: &impl AsRawFd,
     sock: &impl AsRawFd,
     token: usize,
+    writes: bool,
 ) -> io::Result<()> {
+    let out = if writes { libc::EPOLLOUT } else { 0 };
     let mut ev = libc::epoll_event {
-        events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        events: (libc::EPOLLRDHUP | libc::EPOLLET | out) as u32,
         u64: token as u64,
     };
     // SAFETY: epoll_ctl on live fds with a pointer to a local event.

@@ -17,6 +17,11 @@ use crate::out::IoModel;
 use crate::vhosts::Registry;
 
 pub const WAKER: Token = Token(usize::MAX);
+/// A client socket's read interest: data, and urgent data (EPOLLPRI), after which a read can
+/// be short with bytes still queued, so the connection reads on to EAGAIN.
+const CLIENT_READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
+/// How often spliced tunnels are looked at (backpressure, activity).
+const SPLICE_CHECK: Duration = Duration::from_millis(5);
 /// How long a closing connection may linger to drain the client's input.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -79,10 +84,12 @@ impl Worker {
             stats: shared.stats.clone(),
             nl,
             ticking: Vec::new(),
+            spliced: Vec::new(),
         };
         let mut table_gen = shared.registry.generation();
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
+        let mut last_splice_check = Instant::now();
         let mut drain_deadline: Option<Instant> = None;
         let mut fresh: Vec<usize> = Vec::new();
         // Listeners whose accept failed (EMFILE): retried by the sweep.
@@ -90,10 +97,12 @@ impl Worker {
         loop {
             // A spliced tunnel draining after a FIN is polled every millisecond (the kernel
             // sends no event when its queue empties); otherwise wake twice a second.
-            let wait = if st.ticking.is_empty() {
-                Duration::from_millis(500)
-            } else {
+            let wait = if !st.ticking.is_empty() {
                 Duration::from_millis(1)
+            } else if !st.spliced.is_empty() {
+                SPLICE_CHECK
+            } else {
+                Duration::from_millis(500)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -138,7 +147,7 @@ impl Worker {
                         UpEvent::Conn(key) => (key, Ready::Upstream(readable, writable)),
                         UpEvent::Idle => continue,
                     }
-                } else if ev.is_read_closed() || ev.is_error() {
+                } else if ev.is_read_closed() || ev.is_error() || ev.is_priority() {
                     (t.0 - nl, Ready::Client(Readable::ToEnd))
                 } else if readable {
                     (t.0 - nl, Ready::Client(Readable::Yes))
@@ -154,8 +163,12 @@ impl Worker {
                     &limits,
                     key,
                     now,
-                    Ready::Client(Readable::No),
+                    Ready::Client(Readable::Tick),
                 );
+            }
+            if !st.spliced.is_empty() && now.duration_since(last_splice_check) >= SPLICE_CHECK {
+                last_splice_check = now;
+                st.check_spliced(&self.poll, &shared, &limits, now);
             }
             if shared.stop.load(Ordering::Acquire) && drain_deadline.is_none() {
                 for l in &mut listeners {
@@ -185,28 +198,6 @@ impl Worker {
                         .collect();
                     for key in waiting {
                         st.drive(&self.poll, &shared, &limits, key, now, Ready::Timeout);
-                    }
-                }
-                if shared.splicer.is_some() {
-                    // The kernel moves a spliced tunnel's bytes: its activity shows in counters.
-                    let mut stalled = Vec::new();
-                    for (k, c) in st.conns.iter_mut() {
-                        if c.splice_activity() {
-                            c.last_active = now;
-                        }
-                        if c.splice_stalled() {
-                            stalled.push(k);
-                        }
-                    }
-                    for key in stalled {
-                        st.drive(
-                            &self.poll,
-                            &shared,
-                            &limits,
-                            key,
-                            now,
-                            Ready::Client(Readable::No),
-                        );
                     }
                 }
                 let expired: Vec<usize> = st
@@ -263,6 +254,8 @@ struct LoopState {
     nl: usize,
     /// Connections to drive again at the next turn (spliced tunnels draining).
     ticking: Vec<usize>,
+    /// Connections whose tunnel is spliced in the kernel (checked every SPLICE_CHECK).
+    spliced: Vec<usize>,
 }
 
 impl LoopState {
@@ -337,6 +330,9 @@ impl LoopState {
         if conn.ticking && !self.ticking.contains(&key) {
             self.ticking.push(key);
         }
+        if conn.is_spliced() && !self.spliced.contains(&key) {
+            self.spliced.push(key);
+        }
         // A new connection is registered only after its first drive: one that is answered
         // and closed at once (connection per request) never costs an epoll_ctl.
         let token = client_token(nl, key);
@@ -344,23 +340,61 @@ impl LoopState {
             conn.registered = true;
             conn.watching_writes = conn.blocked_on_write;
             let interest = if conn.blocked_on_write {
-                Interest::READABLE | Interest::WRITABLE
+                CLIENT_READ | Interest::WRITABLE
             } else {
-                Interest::READABLE
+                CLIENT_READ
             };
             poll.registry().register(&mut conn.sock, token, interest)
         } else if conn.blocked_on_write && !conn.watching_writes {
             conn.watching_writes = true;
-            poll.registry().reregister(
-                &mut conn.sock,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            poll.registry()
+                .reregister(&mut conn.sock, token, CLIENT_READ | Interest::WRITABLE)
         } else {
             Ok(())
         };
         if result.is_err() {
             self.close(poll, key, shared);
+        }
+    }
+
+    /// Looks at every spliced tunnel: activity (for the inactivity timeout), the bytes held in
+    /// the kernel (past `splice::BACKLOG_MAX` the tunnel is closed), a drain that outlasted
+    /// the fast polls (driven).
+    fn check_spliced(&mut self, poll: &Poll, shared: &Shared, limits: &Limits, now: Instant) {
+        let mut keys = std::mem::take(&mut self.spliced);
+        keys.retain(|&k| self.conns.get(k).is_some_and(|c| c.is_spliced()));
+        for &key in &keys {
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let health = c.splice_health(now);
+            if health.moved {
+                c.last_active = now;
+            }
+            if health.overloaded {
+                tracing::warn!(
+                    "spliced tunnel closed: over {} MiB held in the kernel for {:?} (its reader \
+                     fell behind; the kernel splice has no backpressure)",
+                    crate::splice::BACKLOG_MAX >> 20,
+                    crate::splice::BACKLOG_GRACE
+                );
+                self.close(poll, key, shared);
+            } else if c.splice_stalled() {
+                self.drive(
+                    poll,
+                    shared,
+                    limits,
+                    key,
+                    now,
+                    Ready::Client(Readable::Tick),
+                );
+            }
+        }
+        keys.retain(|&k| self.conns.get(k).is_some_and(|c| c.is_spliced()));
+        for k in keys {
+            if !self.spliced.contains(&k) {
+                self.spliced.push(k);
+            }
         }
     }
 

@@ -348,3 +348,54 @@ fn nothing_stays_attached_after_exit() {
         "a program stayed attached after SIGKILL"
     );
 }
+
+#[test]
+fn spliced_tunnel_whose_reader_stops_is_closed() {
+    let Some(f) = Fixture::start_with(&["--ebpf-splice", "on", "--inactivity-timeout", "1s"])
+    else {
+        return;
+    };
+    let mut c = TcpStream::connect(f.h.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut b).unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // Spliced now. Send up to 8 GiB to the echo and read nothing. Redirected segments are
+    // charged to no socket (no backpressure), so unchecked the kernel would queue the whole
+    // echo: httpd closes the tunnel once over 64 MiB were held in the kernel for a second.
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..8192 {
+            if w.write_all(&chunk).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let mut got = Vec::new();
+    let end = c.read_to_end(&mut got);
+    assert!(
+        end.is_err() || got.len() < 8 << 30,
+        "a stalled tunnel was kept open: {} bytes echoed",
+        got.len()
+    );
+    assert!(
+        !writer.join().unwrap(),
+        "the writer got through a closed tunnel"
+    );
+    assert!(
+        f.h.log().iter().any(|l| l.contains("held in the kernel")),
+        "{:?}",
+        f.h.log()
+    );
+}
