@@ -264,19 +264,26 @@ impl Conn {
         if let Step::Pending = step {
             return f.spliced_both().then_some(true);
         }
-        let f = self.fwd.take()?;
-        let (status, bytes) = f.outcome();
-        self.end_exchange(
-            f,
-            Answered {
-                status,
-                bytes,
-                close: true,
-            },
-            ctx,
-        );
-        self.ticking = false;
+        self.end_exchange_as_is(ctx);
         Some(false)
+    }
+
+    /// Ends the exchange where it stands (logged with what was sent so far); the connection
+    /// closes after it.
+    fn end_exchange_as_is(&mut self, ctx: &mut WorkerCtx<'_>) {
+        if let Some(f) = self.fwd.take() {
+            let (status, bytes) = f.outcome();
+            self.end_exchange(
+                f,
+                Answered {
+                    status,
+                    bytes,
+                    close: true,
+                },
+                ctx,
+            );
+        }
+        self.ticking = false;
     }
 
     /// This connection's tunnel is spliced in the kernel (at least partly).
@@ -571,17 +578,7 @@ impl Conn {
             Step::Pending => Some(consumed > 0),
             Step::Abort => {
                 // Send what arrived, then close: the short body shows the truncation.
-                let f = self.fwd.take()?;
-                let (status, bytes) = f.outcome();
-                self.end_exchange(
-                    f,
-                    Answered {
-                        status,
-                        bytes,
-                        close: true,
-                    },
-                    ctx,
-                );
+                self.end_exchange_as_is(ctx);
                 self.state = State::Closing;
                 Some(true)
             }

@@ -426,6 +426,16 @@ pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// Tunnel sizes the tunnel tests run: 1 KiB to 256 MiB (smaller under the partial-I/O shim).
+pub fn tunnel_sizes() -> [usize; 4] {
+    [
+        1024,
+        scaled(1 << 20, 64 << 10),
+        scaled(16 << 20, 256 << 10),
+        scaled(256 << 20, 512 << 10),
+    ]
+}
+
 /// A WebSocket-style tunnel through httpd to the test app's `/ws`: `client_closes`, the client
 /// sends `payload` bytes, shuts its write side and must get every byte echoed before the
 /// close; otherwise (`/ws?send=N`) the app sends N bytes and closes first. Every byte checked.

@@ -8,7 +8,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tests::{App, Httpd, Raw, ci, is_root, mkroot, request, scaled, tunnel, write_tree};
+use tests::{
+    App, Httpd, Raw, ci, is_root, mkroot, request, scaled, tunnel, tunnel_sizes, write_tree,
+};
 
 /// One attached httpd at a time (the programs attach to the cgroup in exclusive mode).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -181,12 +183,7 @@ fn spliced_tunnels_lose_no_byte() {
         h.log()
     );
     let mut tunneled = 0;
-    for size in [
-        1024usize,
-        scaled(1 << 20, 64 << 10),
-        scaled(16 << 20, 256 << 10),
-        scaled(256 << 20, 512 << 10),
-    ] {
+    for size in tunnel_sizes() {
         // Echo closed by the client (every byte both ways), then a download closed by the app.
         tunnel(h.addr, "/ws", size, true);
         tunnel(h.addr, &format!("/ws?send={size}"), size, false);

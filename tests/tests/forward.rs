@@ -6,7 +6,9 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tests::{App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, scaled, tunnel, write_tree};
+use tests::{
+    App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, scaled, tunnel, tunnel_sizes, write_tree,
+};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -271,12 +273,7 @@ fn upgrade_tunnels_lose_no_byte() {
     let s = setup();
     let app = App::start(None);
     let h = start(&s, &app, &[]);
-    for size in [
-        1024usize,
-        scaled(1 << 20, 64 << 10),
-        scaled(16 << 20, 256 << 10),
-        scaled(256 << 20, 512 << 10),
-    ] {
+    for size in tunnel_sizes() {
         tunnel(h.addr, "/ws", size, true);
         tunnel(h.addr, &format!("/ws?send={size}"), size, false);
     }
