@@ -304,6 +304,9 @@ pub struct Exchange {
     status: u16,
     bytes: u64,
     reusable: bool,
+    /// The connection may go back to the pool (not one opened off the fast path for a tunnel,
+    /// which would take ordinary exchanges off it).
+    poolable: bool,
     /// Bytes ever read from this upstream socket.
     up_read: u64,
     /// The last read of the upstream socket found it empty (EAGAIN). The kernel's verdict
@@ -422,6 +425,7 @@ impl Exchange {
             status: 0,
             bytes: 0,
             reusable: false,
+            poolable: !fresh,
             up_read: 0,
             up_drained: false,
             bytes_before_splice: 0,
@@ -657,6 +661,7 @@ impl Exchange {
         // Reusable only when every request byte reached the upstream: an early response with
         // part of the request unsent would leave the upstream waiting for the rest.
         if self.reusable
+            && self.poolable
             && self.to_up_pos == self.to_up.len()
             && self.phase == Phase::Done
             && matches!(self.req, ReqBody::Done)
