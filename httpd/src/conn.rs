@@ -148,7 +148,7 @@ impl Conn {
         &mut self,
         ctx: &mut WorkerCtx<'_>,
         readable: Readable,
-        up_ready: Option<(bool, bool)>,
+        up_ready: Option<(bool, bool, bool)>,
     ) -> bool {
         if readable != Readable::Tick {
             self.last_active = ctx.now;
@@ -162,8 +162,8 @@ impl Conn {
                 self.read_to_end = true;
             }
         }
-        if let (Some(f), Some((r, w))) = (self.fwd.as_mut(), up_ready) {
-            f.ready(r, w);
+        if let (Some(f), Some((r, w, c))) = (self.fwd.as_mut(), up_ready) {
+            f.ready(r, w, c);
         }
         if self.state == State::Lingering {
             return self.linger();
@@ -188,10 +188,9 @@ impl Conn {
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;
-            if self.out.is_empty() && !self.drained && self.splice_candidate(ctx) {
-                // Everything else is ready: one more read proves the socket empty (a short
-                // read may have stopped at an urgent mark, inside a segment).
-                self.want_read = true;
+            if self.out.is_empty() && self.splice_candidate(ctx) && self.probe_for_splice() {
+                // Everything else is ready: one more read of each side proves it empty (a
+                // short read may also stop at an urgent mark, inside a segment).
                 progress = true;
             } else if self.out.is_empty() && self.offer_splice(ctx) {
                 // Both directions are the kernel's now: only their ends are watched.
@@ -222,14 +221,24 @@ impl Conn {
         }
     }
 
-    /// A tunnel could be offered to the kernel splice, but for the client socket's last read.
+    /// A tunnel could be offered to the kernel splice, but for the sockets' last reads.
     fn splice_candidate(&self, ctx: &WorkerCtx<'_>) -> bool {
         self.start == self.end
             && !self.eof
             && self.state == State::Open
             && self.registered
             && ctx.up.as_ref().is_some_and(|u| u.splicer.is_some())
-            && self.fwd.as_ref().is_some_and(|f| f.can_splice())
+            && self.fwd.as_ref().is_some_and(|f| f.splice_ready())
+    }
+
+    /// Asks for one more read of each side whose last read was not EAGAIN. True if any.
+    fn probe_for_splice(&mut self) -> bool {
+        let up = self.fwd.as_mut().is_some_and(|f| f.probe_upstream());
+        if !self.drained {
+            self.want_read = true;
+            return true;
+        }
+        up
     }
 
     /// Offers a tunnel whose bytes were all passed on to the kernel splice. True when both

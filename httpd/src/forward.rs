@@ -312,6 +312,8 @@ pub struct Exchange {
     /// The last read of the upstream socket found it empty (EAGAIN). The kernel's verdict
     /// takes whole segments: one that httpd read part of would be sent twice.
     up_drained: bool,
+    /// A short read does not end reading: the upstream's FIN may be queued behind the data.
+    up_read_to_end: bool,
     /// Response bytes sent to the client before a splice.
     bytes_before_splice: u64,
     splice: Option<Spliced>,
@@ -428,6 +430,7 @@ impl Exchange {
             poolable: !fresh,
             up_read: 0,
             up_drained: false,
+            up_read_to_end: false,
             bytes_before_splice: 0,
             splice: None,
             splice_tried: false,
@@ -437,14 +440,29 @@ impl Exchange {
 
     /// A tunnel whose buffers are empty, not yet offered to the kernel.
     pub fn can_splice(&self) -> bool {
+        self.splice_ready() && self.up_drained
+    }
+
+    /// A tunnel with empty buffers, not yet offered, whatever the upstream's last read said.
+    pub fn splice_ready(&self) -> bool {
         self.phase == Phase::Tunnel
             && !self.splice_tried
             && self.to_up_pos == self.to_up.len()
             && self.from_up.is_empty()
-            && self.up_drained
             && !self.up_eof
             && !self.up_shut
             && !self.client_shut
+    }
+
+    /// Before a splice: reads the upstream once more unless its last read found it empty (a
+    /// short read ends reading, but only EAGAIN proves no segment is half read). True when
+    /// a read was asked for.
+    pub fn probe_upstream(&mut self) -> bool {
+        if self.up_drained {
+            return false;
+        }
+        self.up_readable = true;
+        true
     }
 
     /// The tunnel is (at least partly) spliced in the kernel.
@@ -614,10 +632,11 @@ impl Exchange {
         Step::Pending
     }
 
-    /// Readiness of the upstream socket.
-    pub fn ready(&mut self, readable: bool, writable: bool) {
+    /// Readiness of the upstream socket (`closed`: its peer may have closed).
+    pub fn ready(&mut self, readable: bool, writable: bool, closed: bool) {
         self.up_readable |= readable;
         self.up_writable |= writable;
+        self.up_read_to_end |= closed;
     }
 
     /// Whether no response has begun and the upstream timeout has passed.
@@ -715,6 +734,7 @@ impl Exchange {
                     self.sent_at = None;
                     self.from_up.clear();
                     self.up_read = 0;
+                    self.up_read_to_end = false;
                     self.up_readable = false;
                     self.up_writable = true;
                     self.up_eof = false;
@@ -857,6 +877,11 @@ impl Exchange {
                     Ok(n) => {
                         self.up_read += n as u64;
                         self.up_drained = false;
+                        // A short read means the socket's queue was empty (as for the client
+                        // in `conn::fill`): wait for the next edge instead of an EAGAIN read.
+                        if n < READ_CHUNK && !self.up_read_to_end {
+                            self.up_readable = false;
+                        }
                         self.got_byte = true;
                         progress = true;
                     }
@@ -864,6 +889,7 @@ impl Exchange {
                         io::ErrorKind::WouldBlock => {
                             self.up_readable = false;
                             self.up_drained = true;
+                            self.up_read_to_end = false;
                         }
                         io::ErrorKind::Interrupted => progress = true,
                         _ => {

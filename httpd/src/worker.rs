@@ -144,7 +144,10 @@ impl Worker {
                 let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
                 let (key, ready) = if t.0 >= UP_TOKEN_BASE {
                     match st.pool.event(t, readable) {
-                        UpEvent::Conn(key) => (key, Ready::Upstream(readable, writable)),
+                        UpEvent::Conn(key) => {
+                            let closed = ev.is_read_closed() || ev.is_error();
+                            (key, Ready::Upstream(readable, writable, closed))
+                        }
                         UpEvent::Idle => continue,
                     }
                 } else if ev.is_read_closed() || ev.is_error() || ev.is_priority() {
@@ -237,7 +240,8 @@ impl Worker {
 #[derive(Clone, Copy)]
 enum Ready {
     Client(Readable),
-    Upstream(bool, bool),
+    /// Readable, writable, and whether the peer may have closed (read on to EAGAIN or EOF).
+    Upstream(bool, bool, bool),
     Timeout,
 }
 
@@ -317,7 +321,7 @@ impl LoopState {
         };
         let alive = match ready {
             Ready::Client(r) => conn.drive(&mut ctx, r, None),
-            Ready::Upstream(r, w) => conn.drive(&mut ctx, Readable::No, Some((r, w))),
+            Ready::Upstream(r, w, c) => conn.drive(&mut ctx, Readable::No, Some((r, w, c))),
             Ready::Timeout => match limits.upstream {
                 Some(u) => conn.upstream_timeout(&mut ctx, u.timeout),
                 None => true,
