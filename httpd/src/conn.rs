@@ -188,13 +188,15 @@ impl Conn {
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;
-            if self.out.is_empty() && self.splice_candidate(ctx) && self.probe_for_splice() {
-                // Everything else is ready: one more read of each side proves it empty (a
-                // short read may also stop at an urgent mark, inside a segment).
-                progress = true;
-            } else if self.out.is_empty() && self.offer_splice(ctx) {
-                // Both directions are the kernel's now: only their ends are watched.
-                return self.follow_splice(ctx).unwrap_or(true);
+            if self.out.is_empty() && self.splice_candidate(ctx) {
+                if self.probe_for_splice() {
+                    // Everything else is ready: one more read of each side proves it empty (a
+                    // short read may also stop at an urgent mark, inside a segment).
+                    progress = true;
+                } else if self.offer_splice(ctx) {
+                    // Both directions are the kernel's now: only their ends are watched.
+                    return self.follow_splice(ctx).unwrap_or(true);
+                }
             }
             if self.out.is_empty() {
                 if let Some(f) = self.fwd.as_mut()
@@ -223,12 +225,12 @@ impl Conn {
 
     /// A tunnel could be offered to the kernel splice, but for the sockets' last reads.
     fn splice_candidate(&self, ctx: &WorkerCtx<'_>) -> bool {
-        self.start == self.end
+        self.fwd.as_ref().is_some_and(|f| f.splice_ready())
+            && self.start == self.end
             && !self.eof
             && self.state == State::Open
             && self.registered
             && ctx.up.as_ref().is_some_and(|u| u.splicer.is_some())
-            && self.fwd.as_ref().is_some_and(|f| f.splice_ready())
     }
 
     /// Asks for one more read of each side whose last read was not EAGAIN. True if any.
@@ -241,17 +243,9 @@ impl Conn {
         up
     }
 
-    /// Offers a tunnel whose bytes were all passed on to the kernel splice. True when both
-    /// directions are spliced (the client is not read again).
+    /// Offers a splice candidate whose sockets both read EAGAIN last to the kernel. True when
+    /// both directions are spliced (the client is not read again).
     fn offer_splice(&mut self, ctx: &mut WorkerCtx<'_>) -> bool {
-        if self.start != self.end
-            || self.eof
-            || !self.drained
-            || self.state != State::Open
-            || !self.registered
-        {
-            return false;
-        }
         let (Some(f), Some(up)) = (self.fwd.as_mut(), ctx.up.as_ref()) else {
             return false;
         };

@@ -147,11 +147,12 @@ impl Pool {
         owner: usize,
         fresh: bool,
     ) -> io::Result<(TcpStream, usize, bool)> {
-        if let Some(i) = self
-            .idle
-            .iter()
-            .rposition(|(_, _, a)| *a == up.addr && !fresh)
-        {
+        let idle = if fresh {
+            None
+        } else {
+            self.idle.iter().rposition(|(_, _, a)| *a == up.addr)
+        };
+        if let Some(i) = idle {
             let (slot, s, _) = self.idle.swap_remove(i);
             self.slots[slot] = Some(owner);
             self.stats.upstream_reused.fetch_add(1, Ordering::Relaxed);
@@ -491,6 +492,14 @@ impl Exchange {
             .is_some_and(|s| s.draining && s.drain_polls >= FAST_DRAIN_POLLS)
     }
 
+    /// TCP counters of the client socket and of the upstream socket.
+    fn counters(&self, client: &TcpStream) -> Option<(sys::TcpCounters, sys::TcpCounters)> {
+        Some((
+            sys::tcp_counters(client).ok()?,
+            sys::tcp_counters(&self.sock).ok()?,
+        ))
+    }
+
     /// Hands the tunnel to the kernel; the caller has written out everything it read from the
     /// client (`client`, registered under `client_token`). Returns true when both directions
     /// are spliced.
@@ -504,7 +513,7 @@ impl Exchange {
     ) -> bool {
         self.splice_tried = true;
         // Each side's queued total before any redirected byte can join it.
-        let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
+        let Some((c, u)) = self.counters(client) else {
             return false;
         };
         let (link, both) = match splicer.join(client, &self.sock) {
@@ -546,10 +555,13 @@ impl Exchange {
         client_read: u64,
         now: Instant,
     ) -> SpliceHealth {
-        let Some(s) = self.splice.as_mut() else {
+        if self.splice.is_none() {
+            return SpliceHealth::default();
+        }
+        let Some((c, u)) = self.counters(client) else {
             return SpliceHealth::default();
         };
-        let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
+        let Some(s) = self.splice.as_mut() else {
             return SpliceHealth::default();
         };
         // Bytes arriving, or bytes leaving (a slow reader draining its queue).
@@ -574,16 +586,19 @@ impl Exchange {
     /// connection ever read from the client. Done when both directions are over (the
     /// client-to-upstream one may be in user space: see `pump`).
     pub fn splice_step(&mut self, client: &TcpStream, client_read: u64) -> Step {
-        let Some(s) = self.splice.as_mut() else {
+        if self.splice.is_none() {
             return Step::Pending;
-        };
+        }
         if matches!(client.take_error(), Ok(Some(_)) | Err(_))
             || matches!(self.sock.take_error(), Ok(Some(_)) | Err(_))
         {
             return Step::Abort;
         }
-        let (Ok(c), Ok(u)) = (sys::tcp_counters(client), sys::tcp_counters(&self.sock)) else {
+        let Some((c, u)) = self.counters(client) else {
             return Step::Abort;
+        };
+        let Some(s) = self.splice.as_mut() else {
+            return Step::Pending;
         };
         s.draining = false;
         if !s.u2c.done {

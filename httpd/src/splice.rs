@@ -221,7 +221,8 @@ fn read_rest(mut sock: &TcpStream) -> Vec<u8> {
 }
 
 impl Drain {
-    /// Bytes X received that are not queued on Y yet: in flight inside the kernel.
+    /// Bytes X received that are not queued on Y yet: in flight inside the kernel (bytes_received
+    /// counts a FIN as one; the tail httpd read itself is not the kernel's).
     pub fn backlog(
         &self,
         x: &TcpCounters,
@@ -276,20 +277,12 @@ impl Drain {
         if x.state == TCP_CLOSE && self.tail.is_none() {
             self.tail = Some(read_rest(xs));
         }
-        let tail = self.tail.as_deref().unwrap_or_default();
-        // bytes_received counts the FIN as one.
-        let redirected = x
-            .bytes_received
-            .saturating_sub(1)
-            .saturating_sub(x_read)
-            .saturating_sub(tail.len() as u64);
-        let queued = y
-            .queued()
-            .saturating_sub(self.base_queued)
-            .saturating_sub(self.tail_pos as u64);
-        if queued < redirected {
+        if self.backlog(x, x_read, x_shut_by_us, y) > 0 {
             return DrainState::Draining;
         }
+        // The kernel's bytes are all queued on Y: the tail (if any) goes after them.
+        let tail = self.tail.as_deref().unwrap_or_default();
+        let written_before = self.tail_pos;
         let mut ys = ys;
         while self.tail_pos < tail.len() {
             match ys.write(&tail[self.tail_pos..]) {
@@ -301,7 +294,7 @@ impl Drain {
                 Err(_) => break,
             }
         }
-        self.moved = queued + self.tail_pos as u64;
+        self.moved += (self.tail_pos - written_before) as u64;
         DrainState::Drained
     }
 }

@@ -3,6 +3,34 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
+/// An int-returning syscall's result: Ok, or the errno as an error.
+fn check_zero(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// setsockopt(2) of an int option.
+fn set_int_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
+    check_zero(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
 fn check(r: libc::ssize_t) -> io::Result<usize> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -56,21 +84,7 @@ pub fn shutdown_write(fd: RawFd) {
 /// TCP_DEFER_ACCEPT: the kernel completes accept only once the client sent data (or after
 /// `secs`), so a new connection usually has its request ready to read at once.
 pub fn set_defer_accept(sock: &impl AsRawFd, secs: i32) -> io::Result<()> {
-    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    set_int_option(sock, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, secs)
 }
 
 /// recv(2) of up to `max` bytes appended to `buf`'s spare capacity, without zeroing it first.
@@ -209,7 +223,7 @@ pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
     let mut ti: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `ti` and updates `len`.
-    let r = unsafe {
+    check_zero(unsafe {
         libc::getsockopt(
             sock.as_raw_fd(),
             libc::IPPROTO_TCP,
@@ -217,15 +231,10 @@ pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
             (&mut ti as *mut libc::tcp_info).cast(),
             &mut len,
         )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    })?;
     let mut outq: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut outq) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    check_zero(unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut outq) })?;
     Ok(TcpCounters {
         state: ti.tcpi_state,
         bytes_acked: ti.tcpi_bytes_acked,
@@ -237,22 +246,7 @@ pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
 /// SO_RCVLOWAT = 1. Setting it makes TCP call the socket's data-ready callback when data is
 /// queued, which runs a stream verdict that was attached after that data arrived.
 pub fn poke_data_ready(sock: &impl AsRawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    set_int_option(sock, libc::SOL_SOCKET, libc::SO_RCVLOWAT, 1)
 }
 
 /// Changes a registered socket's epoll interest to its peer's close (EPOLLRDHUP, edge
@@ -271,17 +265,12 @@ pub fn watch_hangup_only(
         u64: token as u64,
     };
     // SAFETY: epoll_ctl on live fds with a pointer to a local event.
-    let r = unsafe {
+    check_zero(unsafe {
         libc::epoll_ctl(
             epoll.as_raw_fd(),
             libc::EPOLL_CTL_MOD,
             sock.as_raw_fd(),
             &mut ev,
         )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    })
 }

@@ -366,7 +366,6 @@ impl LoopState {
     /// the fast polls (driven).
     fn check_spliced(&mut self, poll: &Poll, shared: &Shared, limits: &Limits, now: Instant) {
         let mut keys = std::mem::take(&mut self.spliced);
-        keys.retain(|&k| self.conns.get(k).is_some_and(|c| c.is_spliced()));
         for &key in &keys {
             let Some(c) = self.conns.get_mut(key) else {
                 continue;

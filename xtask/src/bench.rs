@@ -149,6 +149,12 @@ end
     )
 }
 
+/// Clock ticks per second, the unit of /proc CPU times.
+pub(crate) fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 pub(crate) fn cpu_ticks(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
@@ -177,8 +183,7 @@ pub(crate) fn pids_of(root: u32) -> Vec<u32> {
 
 fn run_wrk(port: u16, s: &Scenario, script: &Path, seconds: u32, server: u32) -> Result<Measure> {
     let pids = pids_of(server);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = clock_ticks_per_sec();
     let before = cpu_ticks(&pids);
     let started = Instant::now();
     let out = Command::new("taskset")

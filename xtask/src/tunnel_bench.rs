@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::bench::{
-    BACKEND_PORT, HTTPD_PORT, NGINX_PORT, NginxRole, Server, cpu_ticks, pids_of, start_httpd,
-    start_nginx, wait_port,
+    BACKEND_PORT, HTTPD_PORT, NGINX_PORT, NginxRole, Server, clock_ticks_per_sec, cpu_ticks,
+    pids_of, start_httpd, start_nginx, wait_port,
 };
 
 const MESSAGE: usize = 64;
@@ -74,8 +74,7 @@ fn machine_ticks() -> u64 {
 
 /// CPU microseconds used by `pids` and by the machine while `f` runs.
 fn measure<T>(pids: &[u32], f: impl FnOnce() -> Result<T>) -> Result<(T, f64, f64)> {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = clock_ticks_per_sec();
     let (p0, m0) = (cpu_ticks(pids), machine_ticks());
     let out = f()?;
     let (p1, m1) = (cpu_ticks(pids), machine_ticks());
