@@ -688,7 +688,7 @@ pub fn mkroot_scale(output: Option<&Path>) -> Result<()> {
         let _ = std::fs::remove_dir_all(&src);
         let _ = std::fs::remove_file(&out);
     }
-    let o = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let o = Command::new(cmd::cargo_program())
         .args([
             "run",
             "--quiet",

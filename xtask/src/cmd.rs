@@ -1,5 +1,6 @@
 //! Running commands, echoing each one first.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -34,10 +35,14 @@ pub fn show(cmd: &Command) -> String {
     s
 }
 
+/// The cargo that runs xtask (rustup's): `CARGO` as cargo sets it, else `cargo` on PATH.
+pub fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// `cargo ARGS` in the workspace root, with the cargo that runs xtask.
 pub fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(Command::new(cargo).args(args).current_dir(root()))
+    run(Command::new(cargo_program()).args(args).current_dir(root()))
 }
 
 /// Whether `prog` is found on PATH.

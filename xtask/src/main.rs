@@ -3,6 +3,7 @@
 mod bench;
 mod cmd;
 mod ebpf;
+mod provenance;
 mod run;
 mod setup;
 mod tunnel_bench;
@@ -20,12 +21,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install every system package and tool the project needs (idempotent, quick when present).
-    Setup,
-    /// Build the eBPF object (httpd-ebpf) with Debian's rustc and bpf-linker.
+    Setup {
+        /// Install nothing: check that every program and path xtask and the tests use comes from
+        /// setup's packages, setup's `cargo install` or the new machine image.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the eBPF object (httpd-ebpf): rustup's cargo driving Debian's rustc, and bpf-linker.
     BuildEbpf,
     /// Release build of everything, the eBPF object included when the toolchain is there.
     Build,
-    /// setup + build + every test (unit, integration, end-to-end) + fmt and clippy. CI runs this.
+    /// setup + setup --check + build + every test (unit, integration, end-to-end) + fmt and
+    /// clippy. CI runs this.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -57,7 +64,8 @@ enum Task {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup => setup::setup(),
+        Task::Setup { check: false } => setup::setup(),
+        Task::Setup { check: true } => provenance::check(),
         Task::BuildEbpf => ebpf::build_ebpf(),
         Task::Build => build(),
         Task::Test { args } => test(&args),
@@ -90,6 +98,7 @@ pub fn build() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     setup::setup()?;
+    provenance::check()?;
     ebpf::build_ebpf()?;
     cmd::cargo(&["build", "--release", "--workspace", "--bins"])?;
     cmd::cargo(&["fmt", "--all", "--check"])?;
@@ -115,8 +124,7 @@ fn test(extra: &[String]) -> Result<()> {
 /// `cargo test` of the functional end-to-end suites (static serving, forwarding) with extra
 /// environment and test-harness arguments.
 fn functional_suites(env: &[(&str, &std::ffi::OsStr)], harness: &[&str]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = std::process::Command::new(cargo);
+    let mut c = std::process::Command::new(cmd::cargo_program());
     c.args([
         "test",
         "--release",

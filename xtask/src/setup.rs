@@ -8,12 +8,24 @@ use anyhow::{Result, bail};
 
 use crate::cmd;
 
-/// Debian packages: libmagic for mkroot; Debian's rustc with the BPF core library and LLVM 22
-/// for the eBPF crate and bpf-linker; nginx and wrk for benchmarks; curl for the tests.
+/// Debian packages, on top of what a new machine has (`provenance::IMAGE_PACKAGES`):
+/// - libmagic for mkroot (headers, library, database);
+/// - Debian's rustc (rustc-web gives /usr/bin/rustc only; rustup's cargo drives it) with the BPF
+///   `core` library, for the eBPF crate;
+/// - LLVM 22 (llvm-22: llvm-config; libllvm22: the libLLVM that bpf-linker loads; the -dev
+///   packages, zstd and zlib to build bpf-linker);
+/// - curl, wget and bpftool for the tests; nginx, wrk and procps (pgrep) for the benchmarks.
+///
+/// Every package whose files xtask or the tests use is named here, not left to a dependency:
+/// `cargo xtask setup --check` holds every program and path to this list and the image's.
 pub const PACKAGES: &[&str] = &[
     "libmagic-dev",
+    "libmagic1",
+    "libmagic-mgc",
     "rustc-web",
     "libstd-rust-web-dev-bpf",
+    "llvm-22",
+    "libllvm22",
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
@@ -44,6 +56,9 @@ fn privileged(args: &[&str]) -> Command {
     c.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive");
     c
 }
+
+/// The crate setup installs with `cargo install`.
+pub const BPF_LINKER_CRATE: &str = "bpf-linker";
 
 /// Where `cargo install` puts bpf-linker.
 pub fn bpf_linker() -> Option<PathBuf> {
@@ -82,7 +97,7 @@ pub fn setup() -> Result<()> {
         eprintln!("xtask setup: bpf-linker present");
     } else {
         eprintln!("xtask setup: installing bpf-linker (about 1.5 min)");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let cargo = cmd::cargo_program();
         let path = format!(
             "/usr/lib/llvm-22/bin:{}",
             std::env::var("PATH").unwrap_or_default()
@@ -92,7 +107,7 @@ pub fn setup() -> Result<()> {
                 .args([
                     "install",
                     "--locked",
-                    "bpf-linker",
+                    BPF_LINKER_CRATE,
                     "--no-default-features",
                     "--features",
                     "llvm-22",
