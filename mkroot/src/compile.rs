@@ -46,6 +46,7 @@ pub struct Options {
     pub src: PathBuf,
     pub out: PathBuf,
     pub include_dotfiles: bool,
+    pub outside_links: scan::OutsideLinks,
     pub mime_types: HashMap<String, String>,
     pub cache_rules: Vec<CacheRule>,
     pub digest: bool,
@@ -59,6 +60,11 @@ pub struct Summary {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub variants: u64,
+    /// Symlinks leading outside the source directory that were followed.
+    pub outside_links: u64,
+    /// Symlinks skipped (each named in a warning): loops and dangling links.
+    pub loops: u64,
+    pub dangling: u64,
     pub seconds: f64,
 }
 
@@ -115,7 +121,7 @@ fn progress(total: u64, msg: &'static str) -> ProgressBar {
 /// Compiles `opts.src` into `opts.out`. OUT is replaced atomically or left as it was.
 pub fn compile(opts: &Options) -> Result<Summary> {
     let started = Instant::now();
-    let tree = match scan::scan(&opts.src, opts.include_dotfiles) {
+    let tree = match scan::scan(&opts.src, opts.include_dotfiles, opts.outside_links) {
         Ok(t) => t,
         Err(errors) => bail!(
             "{} problem(s) in {}:\n  {}",
@@ -124,6 +130,9 @@ pub fn compile(opts: &Options) -> Result<Summary> {
             errors.join("\n  ")
         ),
     };
+    for w in &tree.warnings {
+        eprintln!("mkroot: warning: {w}");
+    }
     let bytes_in: u64 = tree
         .files
         .iter()
@@ -213,6 +222,9 @@ pub fn compile(opts: &Options) -> Result<Summary> {
         bytes_in,
         bytes_out: stats.file_len,
         variants: stats.variants,
+        outside_links: tree.outside_links,
+        loops: tree.loops,
+        dangling: tree.dangling,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -32,6 +32,12 @@ struct Cli {
     /// Include files and directories whose names start with '.' (`.errors/` is always included).
     #[arg(long)]
     include_dotfiles: bool,
+    /// Refuse symlinks that lead outside SRC_DIR (each is named, no webroot is written), for
+    /// trees whose authors are not trusted. By default their targets are compiled under the
+    /// link's path and counted in the summary. Either way, links that would loop and dangling
+    /// links are skipped with a warning.
+    #[arg(long)]
+    refuse_outside_links: bool,
     /// A file in /etc/mime.types format whose extensions override the built-in table and libmagic.
     #[arg(long, value_name = "FILE")]
     mime_types: Option<PathBuf>,
@@ -71,6 +77,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 src,
                 out,
                 include_dotfiles: cli.include_dotfiles,
+                outside_links: if cli.refuse_outside_links {
+                    scan::OutsideLinks::Refuse
+                } else {
+                    scan::OutsideLinks::Follow
+                },
                 mime_types,
                 cache_rules: cli.cache_control,
                 digest: cli.digest,
@@ -79,19 +90,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = compile::compile(&opts)?;
             const MIB: f64 = 1024.0 * 1024.0;
             println!(
-                "mkroot: {}: {} objects ({} files), {:.1} MiB in, {:.1} MiB out, {} variants, {:.2} s ({:.1} MB/s)",
+                "mkroot: {}: {} objects ({} files), {:.1} MiB in, {:.1} MiB out, {} variants{}, {:.2} s ({:.1} MB/s)",
                 opts.out.display(),
                 s.objects,
                 s.files,
                 s.bytes_in as f64 / MIB,
                 s.bytes_out as f64 / MIB,
                 s.variants,
+                links_summary(&s),
                 s.seconds,
                 s.bytes_in as f64 / 1e6 / s.seconds.max(1e-9),
             );
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `, N outside link(s) followed`, then the skipped links when there are any.
+fn links_summary(s: &compile::Summary) -> String {
+    let mut out = format!(", {} outside link(s) followed", s.outside_links);
+    if s.loops > 0 {
+        out += &format!(", {} loop(s) skipped", s.loops);
+    }
+    if s.dangling > 0 {
+        out += &format!(", {} dangling link(s) skipped", s.dangling);
+    }
+    out
 }
 
 fn main() -> ExitCode {
