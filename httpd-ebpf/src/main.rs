@@ -11,6 +11,11 @@
 //!   socket receives is sent out of its peer (from `PEERS`, looked up in `TARGETS`) with no
 //!   copy to user space. Without a target the bytes stay with their own socket (SK_PASS), to
 //!   be read by httpd as usual.
+//!
+//! Rare events (a failed SOCKHASH insert, a message or segment with no peer to go to) are
+//! reported with aya-log at debug level, target `httpd_ebpf`; httpd sets `AYA_LOG_LEVEL` at
+//! load time so that nothing is written when its log would drop them. The per-message success
+//! paths log nothing.
 #![no_std]
 #![no_main]
 
@@ -20,6 +25,7 @@ use aya_ebpf::bindings::{
 use aya_ebpf::macros::{map, sk_msg, sock_ops, stream_verdict};
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, SockHash};
 use aya_ebpf::programs::{SkBuffContext, SkMsgContext, SockOpsContext};
+use aya_log_ebpf::debug;
 use httpd_common::ebpf::{FastpathConfig, MAX_PORTS, MAX_SOCKS, MAX_TUNNEL_SOCKS, PortSlot, SockKey, counter};
 
 const AF_INET: u32 = 2;
@@ -58,6 +64,11 @@ fn bump(index: u32, by: u64) {
 /// `remote_port` arrives in network order in the upper 16 bits; `local_port` in host order.
 fn remote_port(raw: u32) -> u32 {
     u32::from(u16::from_be((raw >> 16) as u16))
+}
+
+/// An address as kept in `SockKey` (network order in memory), as aya-log's `{:i}` prints it.
+fn ip(raw: u32) -> u32 {
+    u32::from_be(raw)
 }
 
 #[sock_ops]
@@ -103,7 +114,18 @@ pub fn httpd_sockops(ctx: SockOpsContext) -> u32 {
     let ops = unsafe { &mut *ctx.ops };
     match SOCKS.update(&mut key, ops, u64::from(BPF_ANY)) {
         Ok(()) => bump(counter::INSERTED, 1),
-        Err(_) => bump(counter::INSERT_FAILED, 1),
+        Err(err) => {
+            bump(counter::INSERT_FAILED, 1);
+            debug!(
+                &ctx,
+                "sock_ops: SOCKS insert failed (error {}) for {:i}:{} -> {:i}:{}: this connection stays off the fast path",
+                err,
+                ip(key.local_ip),
+                key.local_port,
+                ip(key.remote_ip),
+                key.remote_port
+            );
+        }
     }
     0
 }
@@ -125,6 +147,15 @@ pub fn httpd_redirect(ctx: SkMsgContext) -> u32 {
         bump(counter::REDIRECTED_BYTES, size);
     } else {
         bump(counter::PASSED, 1);
+        debug!(
+            &ctx,
+            "sk_msg: no peer {:i}:{} in SOCKS for {:i}:{}: {} bytes take the normal path (SK_PASS)",
+            ip(peer.local_ip),
+            peer.local_port,
+            ip(peer.remote_ip),
+            peer.remote_port,
+            size
+        );
     }
     sk_action::SK_PASS
 }
@@ -146,6 +177,15 @@ pub fn httpd_splice(ctx: SkBuffContext) -> u32 {
     // SAFETY: the map value is plain data, copied out at once.
     let Some(peer) = (unsafe { PEERS.get(&key) }) else {
         bump(counter::SPLICE_PASSED, 1);
+        debug!(
+            &ctx,
+            "splice verdict: no peer in PEERS for {:i}:{} -> {:i}:{}: {} bytes stay with the socket (SK_PASS)",
+            ip(key.local_ip),
+            key.local_port,
+            ip(key.remote_ip),
+            key.remote_port,
+            len
+        );
         return sk_action::SK_PASS;
     };
     let mut peer = *peer;
@@ -156,6 +196,17 @@ pub fn httpd_splice(ctx: SkBuffContext) -> u32 {
     } else {
         // No target: SK_PASS keeps the bytes, in order, for this socket's reader.
         bump(counter::SPLICE_PASSED, 1);
+        debug!(
+            &ctx,
+            "splice verdict: target {:i}:{} -> {:i}:{} not in TARGETS for {:i}:{}: {} bytes stay with the socket (SK_PASS)",
+            ip(peer.local_ip),
+            peer.local_port,
+            ip(peer.remote_ip),
+            peer.remote_port,
+            ip(key.local_ip),
+            key.local_port,
+            len
+        );
     }
     sk_action::SK_PASS
 }

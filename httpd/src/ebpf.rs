@@ -3,14 +3,22 @@
 //! Everything is owned by the process: the links are dropped (and the programs detached) when
 //! [`Programs`] is dropped or the process exits, whatever the way (SIGKILL included: the kernel
 //! releases links with the last fd). Nothing is pinned.
+//!
+//! The programs report rare events (a failed SOCKHASH insert, a message or segment with no
+//! peer) with aya-log, at debug level. They are loaded with aya-log's level set to what httpd's
+//! log takes for [`LOG_TARGET`], so below `--log-level debug` they write nothing. Unless that
+//! level is off, a thread of its own reads the ring buffer and hands the records to the `log`
+//! crate, which tracing-subscriber forwards to httpd's log.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use aya::Ebpf;
 use aya::maps::{Array, HashMap, PerCpuArray, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
+use aya::{Ebpf, EbpfLoader};
 use httpd_common::ebpf::{
     CONN_COUNTS_MAP, FASTPATH_COUNTERS_MAP, FASTPATH_MAP, FastpathConfig, MAX_PORTS, PEERS_MAP,
     PORTS_MAP, PortSlot, SKMSG_PROGRAM, SOCKOPS_PROGRAM, SOCKS_MAP, SPLICE_PROGRAM, SockKey,
@@ -44,6 +52,9 @@ pub enum EbpfError {
     #[error("eBPF object lacks {0}")]
     Missing(&'static str),
 }
+
+/// The target of the programs' log records (their crate name, aya-log's default).
+pub const LOG_TARGET: &str = "httpd_ebpf";
 
 /// The embedded object, when this build has one.
 pub fn object() -> Option<&'static [u8]> {
@@ -104,6 +115,8 @@ pub struct Programs {
     pub cgroup: PathBuf,
     /// The tunnel splice, when `--ebpf-splice on`.
     pub splicer: Option<std::sync::Arc<Splicer>>,
+    /// The reader of the programs' log records, when httpd's log takes them.
+    _log: Option<LogReader>,
 }
 
 pub(crate) fn ip_u32(ip: Ipv4Addr) -> u32 {
@@ -129,7 +142,11 @@ impl Programs {
             path: cgroup.to_path_buf(),
             source,
         })?;
-        let mut bpf = Ebpf::load(obj)?;
+        // Records the log would drop are not even written (aya-log-ebpf checks this global).
+        let log_level = ebpf_log_level();
+        let mut bpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .load(obj)?;
         {
             let mut map: HashMap<_, u16, PortSlot> = HashMap::try_from(
                 bpf.map_mut(PORTS_MAP)
@@ -183,12 +200,24 @@ impl Programs {
             .try_into()?;
         ops.load()?;
         ops.attach(cg, CgroupAttachMode::Single)?;
+        let log = if log_level == 0 {
+            None
+        } else {
+            match LogReader::start(&mut bpf) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!("eBPF log records not shown: {e}");
+                    None
+                }
+            }
+        };
         Ok(Programs {
             bpf,
             ports: ports.to_vec(),
             fastpath,
             cgroup: cgroup.to_path_buf(),
             splicer,
+            _log: log,
         })
     }
 
@@ -246,4 +275,101 @@ fn attach_splice(bpf: &mut Ebpf, fast_source: Option<Ipv4Addr>) -> Result<Splice
         },
         fast_source,
     ))
+}
+
+/// aya-log's level (`aya_log::Level` as u8, 0 = off) matching what httpd's log takes from
+/// [`LOG_TARGET`].
+fn ebpf_log_level() -> u8 {
+    use tracing::Level;
+    if tracing::enabled!(target: LOG_TARGET, Level::TRACE) {
+        aya_log::Level::Trace as u8
+    } else if tracing::enabled!(target: LOG_TARGET, Level::DEBUG) {
+        aya_log::Level::Debug as u8
+    } else if tracing::enabled!(target: LOG_TARGET, Level::INFO) {
+        aya_log::Level::Info as u8
+    } else if tracing::enabled!(target: LOG_TARGET, Level::WARN) {
+        aya_log::Level::Warn as u8
+    } else if tracing::enabled!(target: LOG_TARGET, Level::ERROR) {
+        aya_log::Level::Error as u8
+    } else {
+        0
+    }
+}
+
+/// Why the log reader did not start.
+#[derive(Debug, thiserror::Error)]
+enum LogError {
+    #[error("{0}")]
+    Logger(#[from] aya_log::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A thread that waits on the programs' log ring buffer and hands what arrives to the `log`
+/// crate (`aya_log::EbpfLogger::flush`). Dropping it reads what is left and ends the thread.
+struct LogReader {
+    stop: Arc<AtomicBool>,
+    waker: mio::Waker,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LogReader {
+    const RECORDS: mio::Token = mio::Token(0);
+    const WAKER: mio::Token = mio::Token(1);
+
+    fn start(bpf: &mut Ebpf) -> Result<LogReader, LogError> {
+        use std::os::fd::AsRawFd;
+        let mut logger = aya_log::EbpfLogger::init(bpf)?;
+        let mut poll = mio::Poll::new()?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&logger.as_raw_fd()),
+            Self::RECORDS,
+            mio::Interest::READABLE,
+        )?;
+        let waker = mio::Waker::new(poll.registry(), Self::WAKER)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ebpf-log".into())
+            .spawn(move || {
+                let mut events = mio::Events::with_capacity(4);
+                loop {
+                    // The ring buffer wakes its reader when a record is committed where the
+                    // reader stopped, and `flush` reads to the end: no record is left waiting.
+                    if let Err(e) = poll.poll(&mut events, None)
+                        && e.kind() != std::io::ErrorKind::Interrupted
+                    {
+                        tracing::warn!("eBPF log records: {e}; no more shown");
+                        return;
+                    }
+                    // aya-log panics on a record it cannot decode: stop reading rather than die.
+                    let flushed =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logger.flush()));
+                    if flushed.is_err() {
+                        tracing::warn!(
+                            "eBPF log records: a record could not be read; no more shown"
+                        );
+                        return;
+                    }
+                    if stopped.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
+            })?;
+        Ok(LogReader {
+            stop,
+            waker,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

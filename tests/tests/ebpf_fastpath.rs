@@ -1,6 +1,7 @@
 //! The eBPF fast path end to end (root): forwarded traffic really goes through sk_msg, other
 //! connections on the machine are never touched, tunnels spliced in the kernel lose no byte,
-//! and nothing stays attached after httpd exits.
+//! and nothing stays attached after httpd exits; the programs' rare events reach httpd's log
+//! at debug level.
 //! Under CI=true these tests fail instead of skipping when they cannot run.
 
 use std::io::{Read, Write};
@@ -394,5 +395,210 @@ fn spliced_tunnel_whose_reader_stops_is_closed() {
         f.h.log().iter().any(|l| l.contains("held in the kernel")),
         "{:?}",
         f.h.log()
+    );
+}
+
+/// httpd at `--log-level debug`. `Httpd::start` sets RUST_LOG=info, which wins over
+/// `--log-level`: this one runs without RUST_LOG. Killed by PID on drop.
+struct DebugHttpd {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl DebugHttpd {
+    /// None when httpd did not start (its log lines are then in the panic or skip message).
+    fn start(vhosts: &std::path::Path, args: &[&str]) -> Result<DebugHttpd, Vec<String>> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(tests::bin("httpd"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--log-level",
+                "debug",
+            ])
+            .args(args)
+            .arg(vhosts)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start httpd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(i) = line.find("listening on ") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                eprintln!("[httpd] {line}");
+                log2.lock().expect("log").push(line);
+            }
+        });
+        let mut h = DebugHttpd {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => {
+                h.addr = a.parse().expect("listen address");
+                Ok(h)
+            }
+            // Exited (eBPF could not load with --ebpf on) or hung: the caller decides.
+            Err(_) => {
+                let _ = h.child.kill();
+                let _ = h.child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                Err(h.log())
+            }
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGTERM, wait for exit: the exit code and every line logged.
+    fn stop_and_log(mut self) -> (Option<i32>, Vec<String>) {
+        // SAFETY: kill(2) on the PID of our own child, not yet waited for.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        let mut code = None;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                code = st.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The reader thread sees EOF right after the exit.
+        std::thread::sleep(Duration::from_millis(100));
+        (code, self.log())
+    }
+}
+
+impl Drop for DebugHttpd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn rare_events_reach_the_debug_log() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !runnable() {
+        return;
+    }
+    let (_dir, vhosts) = site();
+    // The test is the upstream: it holds the upstream end of httpd's fast-path connection.
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap().to_string();
+    // The splice on too: at debug level all three programs load with their log calls live
+    // (at other levels the verifier drops them as dead code).
+    let args = [
+        "--ebpf",
+        "on",
+        "--ebpf-splice",
+        "on",
+        "--upstream",
+        &up_addr,
+        "--upstream-timeout",
+        "1s",
+    ];
+    let h = match DebugHttpd::start(&vhosts, &args) {
+        Ok(h) if h.log().iter().any(|l| l.contains("tunnel splice on")) => h,
+        Ok(h) => {
+            assert!(
+                !ci(),
+                "CI=true but the fast path did not load: {:?}",
+                h.log()
+            );
+            return;
+        }
+        Err(log) => {
+            assert!(!ci(), "CI=true but httpd did not start: {log:?}");
+            eprintln!("skipped: httpd with --ebpf on did not start");
+            return;
+        }
+    };
+    // A request the upstream does not answer in time: httpd answers 504 and closes its end of
+    // the upstream connection, which leaves the SOCKHASH with it.
+    let client = std::thread::spawn({
+        let addr = h.addr;
+        move || request(addr, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n").status
+    });
+    let (mut s, from) = up.accept().unwrap();
+    assert_eq!(
+        from.ip(),
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+        "fast-path source"
+    );
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "request head: {:?}", String::from_utf8_lossy(&req));
+        req.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(client.join().unwrap(), 504);
+    // httpd's end is closed (its FIN arrived): the late answer finds no peer in the map and
+    // sk_msg lets it take the normal path.
+    while s.read(&mut buf).unwrap() > 0 {}
+    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+        .unwrap();
+    let needle = format!("sk_msg: no peer {from} in SOCKS");
+    assert!(
+        h.wait_log(&needle, Duration::from_secs(5)),
+        "no {needle:?} in {:?}",
+        h.log()
+    );
+    let line = h
+        .log()
+        .into_iter()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_default();
+    assert!(
+        line.contains("DEBUG") && line.contains("httpd_ebpf"),
+        "level and target: {line}"
+    );
+    drop(s);
+    let (code, log) = h.stop_and_log();
+    assert_eq!(code, Some(0));
+    let c = counters(&log);
+    assert!(c["passed"] >= 1, "{c:?}");
+    assert_eq!(c["insert_failed"], 0, "{c:?}");
+    // The success path logs nothing: the request itself was redirected, silently.
+    assert!(c["redirected"] >= 1, "{c:?}");
+    let ebpf_lines = log.iter().filter(|l| l.contains("httpd_ebpf")).count();
+    assert!(
+        ebpf_lines as u64 <= c["passed"] + c["insert_failed"],
+        "{ebpf_lines} eBPF log lines for {c:?}"
     );
 }
