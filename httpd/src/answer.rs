@@ -97,9 +97,11 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
         return None;
     }
     // A mount point serves its prefix from another webroot, the prefix removed.
-    let (root, lookup_path) = match host.settings.mount(ctx.path_buf) {
-        Some((m, rest)) => (&m.root, rest),
-        None => (&host.root, &ctx.path_buf[..]),
+    let (root, lookup_path) = match (host.settings.mount(ctx.path_buf), &host.root) {
+        (Some((m, rest)), _) => (&m.root, rest),
+        (None, Some(root)) => (root, &ctx.path_buf[..]),
+        // Its webroot is being written in place: nothing to answer from until it is valid.
+        (None, None) => return Some(r.error(out, 503, "Retry-After: 1\r\n")),
     };
     let obj = root.lookup(lookup_path)?;
     if obj.kind == Kind::Redirect {
@@ -251,8 +253,9 @@ impl Responder<'_, '_> {
     fn error(&self, out: &mut OutQueue, status: u16, extra: &str) -> Answered {
         let custom = self.host.and_then(|host| {
             let path = format!("/.errors/{status}.html");
-            let obj = host.root.lookup(path.as_bytes())?;
-            Some((host.root.body(obj.identity()?), obj.mime.clone()))
+            let root = host.root.as_ref()?;
+            let obj = root.lookup(path.as_bytes())?;
+            Some((root.body(obj.identity()?).ok()?, obj.mime.clone()))
         });
         let (body, mime): (std::borrow::Cow<'_, [u8]>, Box<str>) = match custom {
             Some((b, m)) => (b.into(), m),

@@ -107,6 +107,48 @@ fn cut(v: &[u8]) -> Vec<u8> {
 }
 
 impl Conn {
+    /// Whether a response queued here comes from a withdrawn webroot (see
+    /// `OutQueue::holds_revoked`): it must be cut.
+    pub fn holds_revoked(&self) -> bool {
+        self.out.holds_revoked()
+    }
+
+    /// Whether bytes sent with sendfile from a withdrawn webroot may still be in the kernel.
+    pub fn zero_copy_revoked(&self) -> bool {
+        self.out.zero_copy_revoked()
+    }
+
+    /// Once everything sent is out of the kernel's hands (see `sys::delivered`), lets go of the
+    /// webroot last sent from with sendfile. Returns whether it is let go.
+    pub fn release_if_delivered(&mut self) -> bool {
+        let delivered = self
+            .sock
+            .local_addr()
+            .is_ok_and(|local| crate::sys::delivered(&self.sock, local, self.peer));
+        if delivered {
+            self.out.release_zero_copy();
+        }
+        delivered
+    }
+
+    /// Prepares a cut: the close will reset the connection, which frees its send queue (it
+    /// may hold pages of the withdrawn file) instead of sending it.
+    pub fn cut(&mut self) {
+        let _ = crate::sys::reset_on_close(&self.sock);
+    }
+
+    /// At close: the webroot last sent from with sendfile, whose pages the kernel may still
+    /// hold for this connection, with the two addresses to find out when it no longer does.
+    pub fn retire(&mut self) -> Option<crate::worker::Retired> {
+        let root = self.out.release_zero_copy()?;
+        let local = self.sock.local_addr().ok()?;
+        Some(crate::worker::Retired {
+            root,
+            local,
+            peer: self.peer,
+        })
+    }
+
     pub fn new(sock: TcpStream, peer: SocketAddr, now: Instant) -> Conn {
         Conn {
             sock,

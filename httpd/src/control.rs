@@ -71,8 +71,7 @@ impl Control {
             }
         }
         // Entries refused before (a permission since fixed, say) are tried again.
-        self.shared.registry.forget_failures();
-        let n = self.shared.registry.rescan();
+        let n = self.shared.registry.reload();
         format!("reloaded: {n} virtual host(s){note}\n")
     }
 
@@ -156,7 +155,7 @@ impl Control {
                     "{}{{\"name\":{},\"webroot\":{},\"generation\":{},\"loaded_at\":{},\"requests\":{req},\"hits\":{hits},\"bytes\":{bytes}}}",
                     if i > 0 { "," } else { "" },
                     json_str(&h.name),
-                    json_str(&h.root.path().display().to_string()),
+                    json_str(&h.webroot_display()),
                     h.generation,
                     loaded(h),
                 );
@@ -228,7 +227,7 @@ impl Control {
                     "{:<28} {:>4} {req:>10} {hits:>10} {bytes:>14}  {}",
                     h.name,
                     h.generation,
-                    h.root.path().display()
+                    h.webroot_display()
                 );
             }
         }

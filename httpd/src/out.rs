@@ -44,6 +44,11 @@ enum Item {
 pub struct OutQueue {
     items: VecDeque<Item>,
     pending: u64,
+    /// The webroot this connection last sent from with sendfile. sendfile hands page-cache
+    /// pages to TCP by reference, and they stay referenced until the peer acknowledged them
+    /// (and, for a peer on this host, read them): until then a write to the file would change
+    /// bytes already "sent". Holding the webroot holds its lease, so no writer can start.
+    zero_copy: Option<Arc<Webroot>>,
 }
 
 impl OutQueue {
@@ -106,6 +111,24 @@ impl OutQueue {
         }
     }
 
+    /// Whether a queued region comes from a webroot that was withdrawn (its file is being
+    /// written in place): the connection must close without sending more of it.
+    pub fn holds_revoked(&self) -> bool {
+        self.items
+            .iter()
+            .any(|i| matches!(i, Item::Region { root, .. } if root.is_revoked()))
+    }
+
+    /// Whether the webroot last sent from with sendfile was withdrawn.
+    pub fn zero_copy_revoked(&self) -> bool {
+        self.zero_copy.as_ref().is_some_and(|r| r.is_revoked())
+    }
+
+    /// Lets go of the webroot last sent from with sendfile (its bytes are delivered).
+    pub fn release_zero_copy(&mut self) -> Option<Arc<Webroot>> {
+        self.zero_copy.take()
+    }
+
     /// Writes as much as the socket takes. Ok(true): everything written; Ok(false): the socket
     /// is full (wait for writable).
     pub fn flush(&mut self, sock: &impl AsRawFd, io: IoModel) -> io::Result<bool> {
@@ -120,11 +143,12 @@ impl OutQueue {
                 }
                 match item {
                     Item::Bytes { buf, pos } => bufs[n] = &buf[*pos..],
+                    Item::Region { root, .. } if root.is_revoked() => return Err(withdrawn()),
                     Item::Region { root, off, len }
                         if io == IoModel::Mmap || *len <= SMALL_REGION =>
                     {
-                        let s = *off as usize;
-                        bufs[n] = &root.bytes()[s..s + *len as usize];
+                        // Only the kernel reads these bytes (see Webroot::kernel_bytes).
+                        bufs[n] = root.kernel_bytes(*off, *len).ok_or_else(withdrawn)?;
                     }
                     Item::Region { .. } => {
                         next_is_file = true;
@@ -156,7 +180,17 @@ impl OutQueue {
         match io {
             IoModel::Sendfile => {
                 let count = (*len).min(1 << 30) as usize;
-                sys::sendfile(sock, root.file(), *off, count)
+                let sent = sys::sendfile(sock, root.file(), *off, count);
+                if sent.as_ref().is_ok_and(|&n| n > 0)
+                    // A withdrawn one is kept until its pages are delivered (the worker).
+                    && !self
+                        .zero_copy
+                        .as_ref()
+                        .is_some_and(|z| Arc::ptr_eq(z, root) || z.is_revoked())
+                {
+                    self.zero_copy = Some(root.clone());
+                }
+                sent
             }
             _ => {
                 // Read model: move a chunk into memory, put it in front as bytes.
@@ -188,4 +222,9 @@ impl OutQueue {
             _ => &[],
         }
     }
+}
+
+/// The error that ends a response whose webroot was withdrawn or shrank under it.
+fn withdrawn() -> io::Error {
+    io::Error::other("webroot written in place: response cut")
 }

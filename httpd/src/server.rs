@@ -20,8 +20,10 @@ const RESCAN: Duration = Duration::from_secs(1);
 
 pub fn run(mut args: Args) -> Result<()> {
     // Handlers first: a SIGHUP or SIGUSR1 during start-up is queued, never fatal.
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    // SIGIO: a writer is breaking the read lease of a webroot (vhosts::Registry::use_leases).
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGIO, SIGTERM, SIGUSR1};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGIO])?;
     // Room for every connection and its upstream socket.
     let nofile = crate::sys::raise_nofile();
     let cap = (nofile.saturating_sub(128) / 2).max(64) as usize;
@@ -54,14 +56,16 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     let registry = Registry::new(&vhosts_dir, logs.clone());
     registry.preload.store(args.preload, Ordering::Relaxed);
+    // HTTPD_NO_LEASES (tests only): show that even without leases a write in place cannot
+    // fault httpd (bodies reach sockets through syscalls only).
+    if std::env::var_os("HTTPD_NO_LEASES").is_none() {
+        registry.use_leases(SIGIO);
+    }
     if let Some(path) = &args.config {
         let f = crate::config::load(path)?;
         registry.set_settings(crate::config::host_settings(&f)?);
     }
     let hosts = registry.rescan();
-    registry
-        .watch(RESCAN)
-        .with_context(|| format!("watching {}", vhosts_dir.display()))?;
     tracing::info!("{hosts} virtual host(s) from {}", vhosts_dir.display());
 
     let workers = args
@@ -150,6 +154,12 @@ pub fn run(mut args: Args) -> Result<()> {
         crate::sys::drop_privileges(uid, gid).with_context(|| format!("--user {user}"))?;
         tracing::info!("running as {user} (uid {uid}, gid {gid})");
     }
+    // After the drop: the watcher thread inherits this thread's CAP_LEASE (and nothing else).
+    shared.registry.set_wakers(wakers.clone());
+    shared
+        .registry
+        .watch(RESCAN)
+        .with_context(|| format!("watching {}", vhosts_dir.display()))?;
 
     let ctl = control.clone();
     std::thread::Builder::new()
@@ -160,6 +170,7 @@ pub fn run(mut args: Args) -> Result<()> {
                 match sig {
                     SIGUSR1 => tracing::info!("SIGUSR1: {}", ctl.reopen().trim()),
                     SIGHUP => tracing::info!("SIGHUP: {}", ctl.reload().trim()),
+                    SIGIO => ctl.shared.registry.poke(),
                     _ if !stopping => {
                         stopping = true;
                         tracing::info!(

@@ -52,6 +52,18 @@ pub fn sendfile(
     check(unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) })
 }
 
+/// posix_fadvise(WILLNEED) over `len` bytes: the kernel starts reading them into the page cache
+/// (no page of a mapping is touched, so a file truncated meanwhile cannot fault us).
+pub fn will_need(file: &impl AsRawFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: plain syscall on a borrowed open fd with integer arguments.
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len, libc::POSIX_FADV_WILLNEED) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
 /// sendmsg(2) of the given slices (at most 64 are used) with MSG_NOSIGNAL, and MSG_MORE when a
 /// sendfile body follows at once.
 pub fn sendv(sock: &impl AsRawFd, bufs: &[&[u8]], more: bool) -> io::Result<usize> {
@@ -119,6 +131,10 @@ pub fn lookup_user(user: &str) -> io::Result<(u32, u32)> {
 pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<(u32, u32)> {
     // SAFETY: plain syscalls with integer arguments; each result is checked.
     unsafe {
+        // This thread keeps its permitted capabilities across setuid, to keep CAP_LEASE below.
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
         if libc::setgroups(0, std::ptr::null()) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -128,8 +144,50 @@ pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<(u32, u32)> {
         if libc::setuid(uid) != 0 {
             return Err(io::Error::last_os_error());
         }
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
     }
+    keep_only_cap_lease()?;
     Ok((uid, gid))
+}
+
+/// Leaves this thread (and the threads it starts from now on) CAP_LEASE and nothing else, so
+/// the vhosts thread can take read leases on webroot files owned by another user.
+fn keep_only_cap_lease() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_LEASE: u32 = 28;
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let lease = Data {
+        effective: 1 << CAP_LEASE,
+        permitted: 1 << CAP_LEASE,
+        inheritable: 0,
+    };
+    let none = Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+    let data = [lease, none];
+    // SAFETY: capset(2) with a v3 header and the two data words it reads, all locals.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
@@ -273,4 +331,189 @@ pub fn watch_hangup_only(
             &mut ev,
         )
     })
+}
+
+/// SO_LINGER {on, 0}: closing the socket then resets the connection and frees its send queue
+/// at once, instead of sending what is queued.
+pub fn reset_on_close(sock: &impl AsRawFd) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a pointer to a live linger and its exact size.
+    check_zero(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+}
+
+/// Bytes not yet acknowledged or not yet sent on a socket (SIOCOUTQ).
+pub fn unacked(sock: &impl AsRawFd) -> io::Result<u64> {
+    let mut outq: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer.
+    check_zero(unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut outq) })?;
+    Ok(outq.max(0) as u64)
+}
+
+/// `struct inet_diag_sockid` of <linux/inet_diag.h>.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct DiagSockId {
+    sport: u16,
+    dport: u16,
+    src: [u32; 4],
+    dst: [u32; 4],
+    ifindex: u32,
+    cookie: [u32; 2],
+}
+
+/// A netlink header and `struct inet_diag_req_v2`.
+#[repr(C)]
+struct DiagRequest {
+    nlh: libc::nlmsghdr,
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: DiagSockId,
+}
+
+/// A netlink header and the start of `struct inet_diag_msg`.
+#[repr(C)]
+struct DiagReply {
+    nlh: libc::nlmsghdr,
+    family: u8,
+    state: u8,
+    timer: u8,
+    retrans: u8,
+    id: DiagSockId,
+    expires: u32,
+    rqueue: u32,
+    wqueue: u32,
+    uid: u32,
+    inode: u32,
+}
+
+fn diag_addr(a: std::net::IpAddr) -> [u32; 4] {
+    let mut w = [0u32; 4];
+    match a {
+        std::net::IpAddr::V4(v4) => w[0] = u32::from_ne_bytes(v4.octets()),
+        std::net::IpAddr::V6(v6) => {
+            for (i, c) in v6.octets().chunks_exact(4).enumerate() {
+                w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+    }
+    w
+}
+
+/// The receive and send queues (bytes unread; bytes unacknowledged or unsent) of the TCP socket
+/// on this host whose local address is `local` and remote address `remote` (sock_diag, one
+/// exact lookup). None: no such socket here (the peer is on another machine, or gone).
+pub fn socket_queues(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> io::Result<Option<(u32, u32)>> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    if local.is_ipv4() != remote.is_ipv4() {
+        return Ok(None);
+    }
+    // SAFETY: socket(2) with constant arguments; the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let req = DiagRequest {
+        nlh: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<DiagRequest>() as u32,
+            nlmsg_type: SOCK_DIAG_BY_FAMILY,
+            nlmsg_flags: libc::NLM_F_REQUEST as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        family: if local.is_ipv4() {
+            libc::AF_INET as u8
+        } else {
+            libc::AF_INET6 as u8
+        },
+        protocol: libc::IPPROTO_TCP as u8,
+        ext: 0,
+        pad: 0,
+        states: !0,
+        id: DiagSockId {
+            sport: local.port().to_be(),
+            dport: remote.port().to_be(),
+            src: diag_addr(local.ip()),
+            dst: diag_addr(remote.ip()),
+            ifindex: 0,
+            cookie: [!0, !0], // INET_DIAG_NOCOOKIE
+        },
+    };
+    // SAFETY: send of a live, fully initialised request of its exact size.
+    let sent = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            (&req as *const DiagRequest).cast(),
+            std::mem::size_of::<DiagRequest>(),
+            0,
+        )
+    };
+    check(sent)?;
+    let mut buf = [0u8; 1024];
+    // SAFETY: recv writes at most buf.len() bytes into the local buffer.
+    let n = check(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })?;
+    let hdr_len = std::mem::size_of::<libc::nlmsghdr>();
+    if n < hdr_len {
+        return Err(io::Error::other("short sock_diag reply"));
+    }
+    // SAFETY: n >= size of nlmsghdr; read_unaligned copies it out of the byte buffer.
+    let nlh: libc::nlmsghdr = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    if nlh.nlmsg_type == libc::NLMSG_ERROR as u16 {
+        // An error reply: ENOENT when no socket has that address pair.
+        return Ok(None);
+    }
+    if nlh.nlmsg_type != SOCK_DIAG_BY_FAMILY || n < std::mem::size_of::<DiagReply>() {
+        return Err(io::Error::other("unexpected sock_diag reply"));
+    }
+    // SAFETY: n covers a whole DiagReply, plain integers copied out of the byte buffer.
+    let reply: DiagReply = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    Ok(Some((reply.rqueue, reply.wqueue)))
+}
+
+/// Whether every byte written to `sock` is out of the kernel's hands: acknowledged by the peer
+/// (nothing in our send queue) and, when the peer is a socket on this host, read by it. Until
+/// then, bytes sent with sendfile may still be page-cache pages of the file (TCP and loopback
+/// pass them by reference), so a write to the file would change what the peer receives.
+pub fn delivered(
+    sock: &impl AsRawFd,
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+) -> bool {
+    unacked(sock).is_ok_and(|q| q == 0) && peer_read_all(local, peer)
+}
+
+/// [`delivered`] for a socket already closed: its send queue (it may still be sending after
+/// close) and its peer's receive queue, looked up by address.
+pub fn delivered_after_close(local: std::net::SocketAddr, peer: std::net::SocketAddr) -> bool {
+    matches!(socket_queues(local, peer), Ok(None | Some((_, 0)))) && peer_read_all(local, peer)
+}
+
+/// Whether the peer socket on this host (if any) has read everything it received.
+fn peer_read_all(local: std::net::SocketAddr, peer: std::net::SocketAddr) -> bool {
+    // The peer's socket has the two addresses the other way round.
+    matches!(socket_queues(peer, local), Ok(None | Some((0, _))))
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use httpd_common::webroot::Webroot;
+use httpd_common::webroot::{Error, Lease, OpenOptions, Webroot};
 use notify::Watcher;
 
 use crate::accesslog::LogSet;
@@ -22,7 +22,9 @@ pub const DEFAULT_HOST: &str = "__default__";
 /// One served host.
 pub struct Host {
     pub name: String,
-    pub root: Arc<Webroot>,
+    /// None while its webroot file is being written in place: the old one was withdrawn and
+    /// no valid new one is there yet (static requests get 503).
+    pub root: Option<Arc<Webroot>>,
     /// Incremented each time this host's webroot is replaced.
     pub generation: u64,
     pub loaded_at: SystemTime,
@@ -31,6 +33,29 @@ pub struct Host {
     pub stats: Arc<crate::stats::HostStats>,
     /// Settings from the configuration file (`[hosts."name"]`).
     pub settings: Arc<crate::config::HostSettings>,
+}
+
+impl Host {
+    /// The webroot file served, for status output.
+    pub fn webroot_display(&self) -> String {
+        match &self.root {
+            Some(r) => r.path().display().to_string(),
+            None => "(withdrawn: written in place, waiting for a valid file)".into(),
+        }
+    }
+
+    /// The same host with another webroot (or none).
+    fn with_root(&self, root: Option<Arc<Webroot>>) -> Host {
+        Host {
+            name: self.name.clone(),
+            root,
+            generation: self.generation,
+            loaded_at: self.loaded_at,
+            log: self.log.clone(),
+            stats: self.stats.clone(),
+            settings: self.settings.clone(),
+        }
+    }
 }
 
 /// A snapshot of all hosts.
@@ -77,6 +102,17 @@ struct FileId {
     ctime_ns: i128,
 }
 
+impl FileId {
+    /// An identity no real file has: the entry is loaded again at the next scan.
+    const NONE: FileId = FileId {
+        dev: 0,
+        ino: 0,
+        size: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    };
+}
+
 fn file_id(path: &Path) -> std::io::Result<FileId> {
     let m = std::fs::metadata(path)?; // follows symlinks
     Ok(FileId {
@@ -93,16 +129,15 @@ struct Entry {
     host: Arc<Host>,
 }
 
-/// Touches every page of a webroot (on the loading thread, off the serving path) so the first
-/// requests find it in memory. Returns the MiB touched.
+/// Asks the kernel to read a whole webroot into the page cache (on the loading thread, off the
+/// serving path; never by touching the mapping, which a writer could truncate) so the first
+/// requests find it in memory. Returns the MiB asked for.
 fn preload(root: &Webroot) -> u64 {
-    let bytes = root.bytes();
-    let mut sum = 0u8;
-    for page in bytes.chunks(4096) {
-        sum = sum.wrapping_add(page[0]);
+    let len = root.file().metadata().map_or(0, |m| m.len());
+    if let Err(e) = crate::sys::will_need(root.file(), len) {
+        tracing::warn!("preload {}: {e}", root.path().display());
     }
-    std::hint::black_box(sum);
-    bytes.len() as u64 >> 20
+    len >> 20
 }
 
 /// The registry shared by the workers and the watcher.
@@ -115,6 +150,21 @@ pub struct Registry {
     generation: AtomicU64,
     state: Mutex<ScanState>,
     logs: Option<Arc<LogSet>>,
+    /// Take a read lease on every webroot, its break announced by this signal (set by the
+    /// server once the signal is handled).
+    lease_signal: std::sync::atomic::AtomicI32,
+    /// Woken when a webroot is withdrawn, so they drop it at once.
+    wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    /// Requests to the watcher thread (see [`Registry::watch`]).
+    requests: Mutex<Option<std::sync::mpsc::Sender<Request>>>,
+}
+
+/// What the watcher thread is asked to do.
+enum Request {
+    /// Something changed (inotify, a lease break): scan.
+    Scan,
+    /// Forget refused entries, scan, and answer with the number of hosts.
+    Reload(std::sync::mpsc::Sender<usize>),
 }
 
 #[derive(Default)]
@@ -126,6 +176,8 @@ struct ScanState {
     stats: HashMap<String, Arc<crate::stats::HostStats>>,
     /// Host names already reported as duplicated (logged once).
     duplicates: std::collections::HashSet<String>,
+    /// The last scan found an entry open for writing: scan again soon.
+    busy: bool,
 }
 
 impl Registry {
@@ -138,7 +190,86 @@ impl Registry {
             generation: AtomicU64::new(0),
             state: Mutex::new(ScanState::default()),
             logs,
+            lease_signal: std::sync::atomic::AtomicI32::new(0),
+            wakers: Mutex::new(Vec::new()),
+            requests: Mutex::new(None),
         })
+    }
+
+    /// From now on, webroots are opened with a read lease whose break raises `signal` (which
+    /// the caller handles, calling [`Registry::poke`]).
+    pub fn use_leases(&self, signal: i32) {
+        self.lease_signal.store(signal, Ordering::Relaxed);
+    }
+
+    /// Workers to wake when a webroot is withdrawn.
+    pub fn set_wakers(&self, wakers: Vec<Arc<mio::Waker>>) {
+        *lock(&self.wakers) = wakers;
+    }
+
+    /// Asks the watcher thread to scan now (a lease break, a signal). Before the watcher runs,
+    /// scans on the calling thread.
+    pub fn poke(&self) {
+        let sent = lock(&self.requests)
+            .as_ref()
+            .is_some_and(|tx| tx.send(Request::Scan).is_ok());
+        if !sent {
+            self.rescan();
+        }
+    }
+
+    /// Forgets refused entries and scans, on the watcher thread (which keeps the capability to
+    /// take leases after `--user`); returns the number of hosts.
+    pub fn reload(&self) -> usize {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = lock(&self.requests)
+            .as_ref()
+            .is_some_and(|r| r.send(Request::Reload(tx)).is_ok());
+        match sent.then(|| rx.recv().ok()).flatten() {
+            Some(n) => n,
+            None => {
+                self.forget_failures();
+                self.rescan()
+            }
+        }
+    }
+
+    fn wake_workers(&self) {
+        for w in lock(&self.wakers).iter() {
+            let _ = w.wake();
+        }
+    }
+
+    fn open_options(&self) -> OpenOptions {
+        let sig = self.lease_signal.load(Ordering::Relaxed);
+        OpenOptions {
+            lease_signal: (sig != 0).then_some(sig),
+        }
+    }
+
+    /// Withdraws every webroot whose file a writer is waiting for (its lease is being broken)
+    /// or has already changed (no lease): nothing more is sent from it, and the last holder's
+    /// drop releases the lease so the writer goes on. Returns whether any was withdrawn.
+    fn withdraw_written(&self, st: &mut ScanState) -> bool {
+        let mut any = false;
+        for (name, e) in st.loaded.iter_mut() {
+            let Some(root) = &e.host.root else { continue };
+            let broken = root.lease_broken();
+            if !broken && !root.changed_on_disk() {
+                continue;
+            }
+            root.revoke();
+            tracing::warn!(
+                "vhost {name}: {} is being written in place{}: withdrawn; responses in flight \
+                 from it are cut, static requests get 503 until a valid webroot is there",
+                root.path().display(),
+                if broken { " (lease broken)" } else { "" }
+            );
+            e.host = Arc::new(e.host.with_root(None));
+            e.id = FileId::NONE;
+            any = true;
+        }
+        any
     }
 
     /// Current generation; changes whenever the table does.
@@ -159,6 +290,7 @@ impl Registry {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
+        st.busy = false;
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) => {
@@ -167,7 +299,12 @@ impl Registry {
             }
         };
         let mut seen: Vec<String> = Vec::new();
-        let mut changed = false;
+        let mut changed = self.withdraw_written(&mut st);
+        if changed {
+            // Let the workers drop it now, not after the directory scan.
+            self.publish(&mut st);
+            self.wake_workers();
+        }
         for e in entries.flatten() {
             let Some(name) = e.file_name().to_str().map(str::to_ascii_lowercase) else {
                 continue;
@@ -191,15 +328,8 @@ impl Registry {
                 Err(err) => {
                     if !st.failed.contains_key(&name) && !st.loaded.contains_key(&name) {
                         tracing::error!("vhost {}: {err}", path.display());
-                        // Logged once: a sentinel identity no real file has.
-                        let none = FileId {
-                            dev: 0,
-                            ino: 0,
-                            size: 0,
-                            mtime_ns: 0,
-                            ctime_ns: 0,
-                        };
-                        st.failed.insert(name.clone(), none);
+                        // Logged once.
+                        st.failed.insert(name.clone(), FileId::NONE);
                     }
                     // A dangling symlink mid-swap: keep what is loaded.
                     seen.push(name);
@@ -211,8 +341,21 @@ impl Registry {
             {
                 continue;
             }
-            match Webroot::open(&path) {
+            match Webroot::open_with(&path, self.open_options()) {
+                Err(Error::Busy { .. }) => {
+                    // A writer has it open: try again when it is done.
+                    tracing::debug!("vhost {name}: {} is open for writing", path.display());
+                    st.busy = true;
+                }
                 Ok(root) => {
+                    if let Lease::Refused(why) = root.lease() {
+                        tracing::warn!(
+                            "vhost {name}: no read lease on {} ({why}): a write in place is \
+                             noticed within a second instead of waited for; replace webroots \
+                             by rename",
+                            path.display()
+                        );
+                    }
                     if self.preload.load(Ordering::Relaxed) {
                         let mib = preload(&root);
                         tracing::info!("vhost {name}: preloaded {mib} MiB");
@@ -225,7 +368,7 @@ impl Registry {
                         stats,
                         settings,
                         name: name.clone(),
-                        root: Arc::new(root),
+                        root: Some(Arc::new(root)),
                         generation: st.next_generation,
                         loaded_at: SystemTime::now(),
                         log,
@@ -233,17 +376,20 @@ impl Registry {
                     tracing::info!(
                         "vhost {name}: loaded {} ({} objects)",
                         path.display(),
-                        host.root.objects().len()
+                        host.root.as_ref().map_or(0, |r| r.objects().len())
                     );
                     st.failed.remove(&name);
                     st.loaded.insert(name, Entry { id, host });
                     changed = true;
                 }
                 Err(err) => {
-                    let keeps = if st.loaded.contains_key(&name) {
-                        "; still serving the previous webroot"
-                    } else {
-                        ""
+                    let keeps = match st.loaded.get(&name) {
+                        Some(e) if e.host.root.is_some() => "; still serving the previous webroot",
+                        Some(_) => {
+                            "; the previous webroot was written over in place: static requests \
+                             get 503 until a valid one is there"
+                        }
+                        None => "",
                     };
                     tracing::error!("vhost {name}: refused: {err}{keeps}");
                     st.failed.insert(name, id);
@@ -302,15 +448,9 @@ impl Registry {
                 let settings = self.settings_for(name);
                 if *e.host.settings != *settings {
                     let h = &e.host;
-                    e.host = Arc::new(Host {
-                        name: h.name.clone(),
-                        root: h.root.clone(),
-                        generation: h.generation,
-                        loaded_at: h.loaded_at,
-                        log: h.log.clone(),
-                        stats: h.stats.clone(),
-                        settings,
-                    });
+                    let mut host = h.with_root(h.root.clone());
+                    host.settings = settings;
+                    e.host = Arc::new(host);
                 }
             }
             let mut t = HostTable::default();
@@ -329,38 +469,64 @@ impl Registry {
         }
     }
 
-    /// Watches the directory (inotify) and rescans on every change and every `period` anyway,
-    /// on a thread of its own, until the process exits.
+    /// Watches the directory (inotify) and rescans on every change, on every request
+    /// ([`Registry::poke`], [`Registry::reload`]) and every `period` anyway (every 50 ms while
+    /// an entry is open for writing), on a thread of its own, until the process exits. The
+    /// thread inherits the caller's credentials: call it after dropping privileges, from the
+    /// thread that kept CAP_LEASE.
     pub fn watch(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+        let events = tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own scans open and read the directory: access events are not changes.
             if !matches!(&res, Ok(e) if e.kind.is_access()) {
-                let _ = tx.send(());
+                let _ = events.send(Request::Scan);
             }
         })
         .map_err(std::io::Error::other)?;
         watcher
             .watch(&self.dir, notify::RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;
+        *lock(&self.requests) = Some(tx);
         let me = self.clone();
         std::thread::Builder::new()
             .name("vhosts".into())
             .spawn(move || {
                 let _watcher = watcher; // lives as long as the thread
                 loop {
-                    match rx.recv_timeout(period) {
-                        Ok(()) => {
+                    let wait = if lock(&me.state).busy {
+                        Duration::from_millis(50)
+                    } else {
+                        period
+                    };
+                    let mut replies = Vec::new();
+                    match rx.recv_timeout(wait) {
+                        Ok(first) => {
                             // Let a burst of events (rename + create) settle.
                             std::thread::sleep(Duration::from_millis(20));
-                            while rx.try_recv().is_ok() {}
+                            for r in std::iter::once(first).chain(rx.try_iter()) {
+                                if let Request::Reload(reply) = r {
+                                    replies.push(reply);
+                                }
+                            }
                         }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                     }
-                    me.rescan();
+                    if !replies.is_empty() {
+                        me.forget_failures();
+                    }
+                    let n = me.rescan();
+                    for r in replies {
+                        let _ = r.send(n);
+                    }
                 }
             })?;
         Ok(())
     }
+}
+
+/// Locks a mutex, taking it over from a thread that panicked while holding it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -85,6 +85,8 @@ impl Worker {
             nl,
             ticking: Vec::new(),
             spliced: Vec::new(),
+            retired_recent: Default::default(),
+            retired_held: Vec::new(),
         };
         let mut table_gen = shared.registry.generation();
         let mut events = Events::with_capacity(1024);
@@ -121,6 +123,7 @@ impl Worker {
             if g != table_gen {
                 table_gen = g;
                 st.table = shared.registry.table();
+                st.withdraw(&self.poll, &shared, true);
             }
             for ev in events.iter() {
                 let t = ev.token();
@@ -184,6 +187,7 @@ impl Worker {
                 || drain_deadline.is_some()
             {
                 last_sweep = now;
+                st.withdraw(&self.poll, &shared, false);
                 for (i, l) in listeners.iter_mut().enumerate() {
                     if stalled.get(i).copied().unwrap_or(false) {
                         stalled[i] =
@@ -260,6 +264,10 @@ struct LoopState {
     ticking: Vec<usize>,
     /// Connections whose tunnel is spliced in the kernel (checked every SPLICE_CHECK).
     spliced: Vec<usize>,
+    /// Closed connections' sendfile webroots, oldest first (see [`Retired`]).
+    retired_recent: std::collections::VecDeque<(Retired, Instant)>,
+    /// The same, withdrawn: checked until delivered.
+    retired_held: Vec<(Retired, Instant)>,
 }
 
 impl LoopState {
@@ -401,10 +409,57 @@ impl LoopState {
         }
     }
 
+    /// Lets go of webroots withdrawn because their file is being written in place, so that the
+    /// last holder drops them and the lease the writer waits for is released: responses still
+    /// sending from one are cut (reset, so no queued page of the file goes out later), and
+    /// webroots whose pages were sent with sendfile are held until those pages are delivered.
+    /// `changed`: the host table changed since the last call (a webroot may be withdrawn).
+    fn withdraw(&mut self, poll: &Poll, shared: &Shared, changed: bool) {
+        let now = Instant::now();
+        if changed {
+            let cut: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.holds_revoked())
+                .map(|(k, _)| k)
+                .collect();
+            for k in cut {
+                if let Some(c) = self.conns.get_mut(k) {
+                    c.cut();
+                }
+                self.close(poll, k, shared);
+            }
+            let (held, recent): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired_recent)
+                .into_iter()
+                .partition(|(r, _)| r.root.is_revoked());
+            self.retired_recent = recent.into();
+            self.retired_held.extend(held);
+        }
+        for (_, c) in self.conns.iter_mut() {
+            if c.zero_copy_revoked() {
+                c.release_if_delivered();
+            }
+        }
+        while self.retired_recent.front().is_some_and(|(_, t)| *t <= now) {
+            self.retired_recent.pop_front();
+        }
+        self.retired_held.retain(|(r, until)| {
+            now < *until && !crate::sys::delivered_after_close(r.local, r.peer)
+        });
+    }
+
     /// Closes a client connection and its exchange (closing a socket removes it from epoll).
     fn close(&mut self, poll: &Poll, key: usize, shared: &Shared) {
         if let Some(mut c) = self.conns.try_remove(key) {
             shared.open.fetch_sub(1, Ordering::Relaxed);
+            if let Some(r) = c.retire() {
+                let until = Instant::now() + RETIRE_MAX;
+                if r.root.is_revoked() {
+                    self.retired_held.push((r, until));
+                } else {
+                    self.retired_recent.push_back((r, until));
+                }
+            }
             if let Some(f) = c.fwd.take() {
                 // An exchange cut short (client gone, timeout, drain) is still logged.
                 let (status, bytes) = f.outcome();
@@ -419,6 +474,19 @@ impl LoopState {
         }
     }
 }
+
+/// A closed connection's last sendfile webroot, whose pages the kernel may still hold for it
+/// (unacknowledged, or unread by a peer on this host): held (and so its lease) for
+/// [`RETIRE_MAX`], or, once withdrawn, until they are delivered.
+pub struct Retired {
+    pub root: Arc<httpd_common::webroot::Webroot>,
+    pub local: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
+}
+
+/// Longest a webroot is held for a closed connection's pages (the kernel's own
+/// lease-break-time, 45 s by default, lets a writer go on anyway).
+const RETIRE_MAX: Duration = Duration::from_secs(60);
 
 /// A client connection's poll token (listeners come first).
 fn client_token(nl: usize, key: usize) -> Token {

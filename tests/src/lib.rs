@@ -60,7 +60,13 @@ pub struct Httpd {
 impl Httpd {
     /// Starts httpd on 127.0.0.1 (a free port) over `vhosts` with extra arguments.
     pub fn start(vhosts: &Path, extra: &[&str]) -> Httpd {
+        Httpd::start_env(vhosts, extra, &[])
+    }
+
+    /// [`Httpd::start`] with extra environment variables.
+    pub fn start_env(vhosts: &Path, extra: &[&str], env: &[(&str, &str)]) -> Httpd {
         let mut cmd = Command::new(bin("httpd"));
+        cmd.envs(env.iter().copied());
         cmd.args(["--listen", "127.0.0.1:0"]);
         if !extra.contains(&"--ebpf") {
             // HTTPD_TEST_EBPF=on runs the functional suites again with the fast path.

@@ -9,6 +9,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: open for writing by another process (or being replaced): try again later")]
+    Busy { path: PathBuf },
     #[error("{path}: not a webroot file (bad magic)")]
     BadMagic { path: PathBuf },
     #[error(

@@ -22,7 +22,7 @@ mod writer;
 pub use error::{Error, Result};
 pub use headers::{etag_for, http_date};
 pub use layout::{ALIGN, Encoding, FORMAT_VERSION, MAGIC, MAX_REPS};
-pub use reader::{Kind, Object, Rep, VerifyProblem, Webroot};
+pub use reader::{Kind, Lease, Object, OpenOptions, Rep, VerifyProblem, Webroot};
 pub use writer::{Body, InputObject, InputRep, WriteOptions, WriteStats, reseal, write_webroot};
 
 /// The 64-bit hash that keys the index. Stable across machines and versions of this crate.

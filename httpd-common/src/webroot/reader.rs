@@ -1,7 +1,9 @@
 //! Opening (with full structural validation) and looking up a webroot.
 
 use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
@@ -75,13 +77,140 @@ pub struct VerifyProblem {
     pub what: String,
 }
 
-/// An open, validated webroot. Immutable; share it behind an `Arc`.
+/// How [`Webroot::open_with`] opens a file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Take a read lease (`F_SETLEASE`) whose break is announced with this signal. The caller
+    /// must handle that signal before opening (unhandled, SIGIO terminates the process), and
+    /// then call [`Webroot::lease_broken`] on its webroots.
+    pub lease_signal: Option<i32>,
+}
+
+/// Whether a webroot holds a read lease on its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lease {
+    /// Held: a writer's open waits (up to `lease-break-time`) until this webroot is dropped.
+    Held,
+    /// Not asked for.
+    NotAsked,
+    /// Asked for and refused (not the owner and no CAP_LEASE, a filesystem without leases):
+    /// an in-place write is only noticed after the fact.
+    Refused(String),
+}
+
+/// Size and modification time of the file when it was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        }
+    }
+}
+
+/// An open, validated webroot. Share it behind an `Arc`.
+///
+/// User space never reads the mapped file: the header, index and meta sections are copied
+/// with `pread` at open and validated in memory, and bodies and header blocks reach the socket
+/// only through syscalls (`sendfile`, `sendmsg` from the mapping, `pread`). A writer that
+/// truncates the file under us therefore makes a syscall fail (EFAULT, a short count), never
+/// raises SIGBUS. With a lease (see [`OpenOptions`]) a writer cannot even start before the
+/// webroot is dropped.
 pub struct Webroot {
     path: PathBuf,
     file: File,
-    map: Mmap,
+    map: Option<Mmap>,
     objects: Vec<Object>,
-    index_off: usize,
+    /// A copy of the index section.
+    index: Box<[u8]>,
+    buckets: usize,
+    data_len: u64,
+    stamp: Stamp,
+    lease: Lease,
+    revoked: AtomicBool,
+}
+
+impl Drop for Webroot {
+    fn drop(&mut self) {
+        if self.lease == Lease::Held {
+            // The mapping holds the open file too, so closing alone would keep the lease until
+            // the unmap: release it first, explicitly.
+            let _ = set_lease(&self.file, libc::F_UNLCK);
+        }
+    }
+}
+
+/// fcntl(F_SETLEASE).
+fn set_lease(file: &File, kind: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl with integer arguments on a descriptor this File owns.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, kind) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `F_SETSIG` of Linux's <fcntl.h> (not exported by the libc crate).
+const F_SETSIG: libc::c_int = 10;
+
+/// Takes a read lease announced by `signal`. EAGAIN: the file is open for writing (or a lease
+/// break is in progress).
+fn take_lease(file: &File, signal: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl with integer arguments on a descriptor this File owns. The signal is set
+    // before the lease, so a break never raises the default SIGIO.
+    if unsafe { libc::fcntl(file.as_raw_fd(), F_SETSIG, signal) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    set_lease(file, libc::F_RDLCK)
+}
+
+/// Where validation reads the file's sections from.
+trait Source {
+    fn len(&self) -> u64;
+    /// `len` bytes at `off` (both within [`Source::len`]).
+    fn read(&self, off: u64, len: usize) -> std::io::Result<Vec<u8>>;
+}
+
+impl Source for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read(&self, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        usize::try_from(off)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+    }
+}
+
+struct FileSource<'a> {
+    file: &'a File,
+    len: u64,
+}
+
+impl Source for FileSource<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read(&self, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, off)?;
+        Ok(buf)
+    }
+}
+
+/// What validation found: everything lookups need, in owned memory.
+struct Validated {
+    objects: Vec<Object>,
+    index: Vec<u8>,
     buckets: usize,
     data_len: u64,
 }
@@ -133,38 +262,81 @@ fn section(
 impl Webroot {
     /// Opens and validates a webroot file. Every error names the file and what is wrong.
     pub fn open(path: impl AsRef<Path>) -> Result<Webroot> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// [`Webroot::open`] with options (a read lease).
+    pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Webroot> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        // SAFETY: webroot files are immutable by contract (written to a temporary name and
-        // renamed into place, never modified in place), so the mapping cannot change under us.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (objects, index_off, buckets, data_len) = Self::validate(path, &map)?;
+        };
+        let file = File::open(path).map_err(io)?;
+        let lease = match opts.lease_signal {
+            None => Lease::NotAsked,
+            Some(sig) => match take_lease(&file, sig) {
+                Ok(()) => Lease::Held,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    return Err(Error::Busy {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) => Lease::Refused(e.to_string()),
+            },
+        };
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        let stamp = Stamp::of(&meta);
+        let v = Self::validate(
+            path,
+            &FileSource {
+                file: &file,
+                len: meta.len(),
+            },
+        )?;
+        // SAFETY: the mapping is never read in user space (module docs): its bytes go only to
+        // syscalls, where a page the file no longer has makes the call fail with EFAULT
+        // instead of raising SIGBUS, so a writer changing the file cannot fault this process.
+        let map = match meta.len() {
+            0 => None,
+            _ => Some(unsafe { Mmap::map(&file) }.map_err(io)?),
+        };
         Ok(Webroot {
             path: path.to_path_buf(),
             file,
             map,
-            objects,
-            index_off,
-            buckets,
-            data_len,
+            objects: v.objects,
+            index: v.index.into_boxed_slice(),
+            buckets: v.buckets,
+            data_len: v.data_len,
+            stamp,
+            lease,
+            revoked: AtomicBool::new(false),
         })
     }
 
     /// Runs every check of [`Webroot::open`] on bytes in memory (used by the fuzz target).
     /// Returns the number of index entries.
     pub fn validate_bytes(name: &Path, bytes: &[u8]) -> Result<usize> {
-        Self::validate(name, bytes).map(|(objects, ..)| objects.len())
+        Self::validate(name, bytes).map(|v| v.objects.len())
     }
 
-    fn validate(path: &Path, m: &[u8]) -> Result<(Vec<Object>, usize, usize, u64)> {
+    fn validate<S: Source + ?Sized>(path: &Path, src: &S) -> Result<Validated> {
         let ctx = Ctx { path };
-        if m.len() < HEADER_LEN || m[H_MAGIC..H_MAGIC + 8] != MAGIC {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if src.len() < HEADER_LEN as u64 {
+            return Err(Error::BadMagic {
+                path: path.to_path_buf(),
+            });
+        }
+        let m = &src.read(0, HEADER_LEN).map_err(io)?[..];
+        if m[H_MAGIC..H_MAGIC + 8] != MAGIC {
             return Err(Error::BadMagic {
                 path: path.to_path_buf(),
             });
@@ -184,11 +356,11 @@ impl Webroot {
             });
         }
         let file_len = get_u64(m, H_FILE_LEN);
-        if file_len != m.len() as u64 {
+        if file_len != src.len() {
             return Err(Error::Length {
                 path: path.to_path_buf(),
                 expected: file_len,
-                found: m.len() as u64,
+                found: src.len(),
             });
         }
         if get_u32(m, H_HEADER_LEN) as usize != HEADER_LEN {
@@ -227,9 +399,11 @@ impl Webroot {
         if data_off < ALIGN || data_end > index_off as u64 || index_end as u64 > meta_off as u64 {
             return Err(ctx.bad("header", "sections overlap or are out of order"));
         }
-        let index = &m[index_off..index_end];
-        let meta = &m[meta_off..meta_end];
-        if xxhash_rust::xxh3::xxh3_64(index) != get_u64(m, H_INDEX_SUM) {
+        let index = src
+            .read(index_off as u64, index_end - index_off)
+            .map_err(io)?;
+        let meta = &src.read(meta_off as u64, meta_end - meta_off).map_err(io)?[..];
+        if xxhash_rust::xxh3::xxh3_64(&index) != get_u64(m, H_INDEX_SUM) {
             return Err(Error::Checksum {
                 path: path.to_path_buf(),
                 section: "index",
@@ -351,14 +525,14 @@ impl Webroot {
         // Every object is reachable through exactly one bucket whose hash matches its path.
         let mut seen = vec![false; n];
         for b in 0..buckets {
-            let slot = get_u32(index, b * BUCKET_LEN + 8) as usize;
+            let slot = get_u32(&index, b * BUCKET_LEN + 8) as usize;
             if slot == 0 {
                 continue;
             }
             let o = objects
                 .get(slot - 1)
                 .ok_or_else(|| ctx.bad("index", format!("bucket {b} names object {slot}")))?;
-            if get_u64(index, b * BUCKET_LEN) != path_hash(&o.path)
+            if get_u64(&index, b * BUCKET_LEN) != path_hash(&o.path)
                 || std::mem::replace(&mut seen[slot - 1], true)
             {
                 return Err(ctx.bad("index", format!("bucket {b} inconsistent")));
@@ -382,7 +556,12 @@ impl Webroot {
                 (o.kind, o.mime, o.cache_control, o.mtime, o.reps) = (kind, mime, cc, mtime, reps);
             }
         }
-        Ok((objects, index_off, buckets, data_len))
+        Ok(Validated {
+            objects,
+            index,
+            buckets,
+            data_len,
+        })
     }
 
     /// The object stored under a normalised path (`/`, `/dir/`, `/a/b.css`), aliases resolved.
@@ -391,7 +570,7 @@ impl Webroot {
         let h = path_hash(path);
         let mask = self.buckets - 1;
         let mut b = (h as usize) & mask;
-        let index = &self.map[self.index_off..self.index_off + self.buckets * BUCKET_LEN];
+        let index = &self.index[..];
         loop {
             let at = b * BUCKET_LEN;
             let slot = get_u32(index, at + 8) as usize;
@@ -418,14 +597,18 @@ impl Webroot {
         &self.path
     }
 
-    /// The open file, for sendfile.
+    /// The open file, for sendfile and pread.
     pub fn file(&self) -> &File {
         &self.file
     }
 
-    /// The whole mapped file.
-    pub fn bytes(&self) -> &[u8] {
-        &self.map
+    /// Bytes `[off, off + len)` of the mapped file, for handing to a syscall (sendmsg) and
+    /// nothing else: user space must never read them, as a writer may have truncated the file
+    /// (a read would raise SIGBUS; a syscall gets EFAULT). `None` when out of the mapping.
+    pub fn kernel_bytes(&self, off: u64, len: u64) -> Option<&[u8]> {
+        let s = usize::try_from(off).ok()?;
+        let e = s.checked_add(usize::try_from(len).ok()?)?;
+        self.map.as_ref()?.get(s..e)
     }
 
     /// Total bytes of the data section (header blocks, bodies, padding).
@@ -433,20 +616,61 @@ impl Webroot {
         self.data_len
     }
 
-    /// The header block of a representation (validated in bounds at open).
-    pub fn header_block(&self, rep: &Rep) -> &[u8] {
-        let s = rep.hdr_off as usize;
-        &self.map[s..s + rep.hdr_len as usize]
+    /// Reads `len` bytes at `off` with pread (a copy user space may look at).
+    fn read_at(&self, off: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, off)?;
+        Ok(buf)
     }
 
-    /// The body of a representation (validated in bounds at open).
-    pub fn body(&self, rep: &Rep) -> &[u8] {
-        let s = rep.body_off() as usize;
-        &self.map[s..s + rep.body_len as usize]
+    /// The header block of a representation, read from the file.
+    pub fn header_block(&self, rep: &Rep) -> std::io::Result<Vec<u8>> {
+        self.read_at(rep.hdr_off, u64::from(rep.hdr_len))
     }
 
-    /// Checks every body against its content hash and every header block for its framing.
-    /// Returns the problems found (empty: the file is intact).
+    /// The body of a representation, read from the file.
+    pub fn body(&self, rep: &Rep) -> std::io::Result<Vec<u8>> {
+        self.read_at(rep.body_off(), rep.body_len)
+    }
+
+    /// Whether the file holds a read lease, and why not.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Whether a writer is waiting for this webroot's lease: its file is about to change, so
+    /// nothing more may be sent from it, and it must be dropped for the writer to go on.
+    pub fn lease_broken(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.lease != Lease::Held {
+            return false;
+        }
+        // SAFETY: fcntl with integer arguments on a descriptor this Webroot owns.
+        let t = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETLEASE) };
+        t != libc::F_RDLCK
+    }
+
+    /// Whether the file's size or modification time differ from when it was opened (written
+    /// in place, possibly without a lease).
+    pub fn changed_on_disk(&self) -> bool {
+        self.file
+            .metadata()
+            .map_or(true, |m| Stamp::of(&m) != self.stamp)
+    }
+
+    /// Marks this webroot as withdrawn: nothing more may be sent from it.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    /// See [`Webroot::revoke`].
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
+    /// Checks every body against its content hash and every header block for its framing,
+    /// reading the file with pread. Returns the problems found (empty: the file is intact).
     pub fn verify(&self) -> Vec<VerifyProblem> {
         let mut problems = Vec::new();
         for (o, i) in self.objects.iter().zip(0u32..) {
@@ -454,28 +678,42 @@ impl Webroot {
                 continue; // alias: checked through its target
             }
             for r in &o.reps {
-                let name = || String::from_utf8_lossy(&o.path).into_owned();
-                if blake3::hash(self.body(r)).as_bytes() != &r.hash {
+                let mut report = |what: String| {
                     problems.push(VerifyProblem {
-                        path: name(),
-                        what: format!(
-                            "{} body does not match its content hash",
-                            r.encoding.token()
-                        ),
-                    });
+                        path: String::from_utf8_lossy(&o.path).into_owned(),
+                        what,
+                    })
+                };
+                match self.body_hash(r) {
+                    Ok(h) if h == r.hash => {}
+                    Ok(_) => report(format!(
+                        "{} body does not match its content hash",
+                        r.encoding.token()
+                    )),
+                    Err(e) => report(format!("{} body unreadable: {e}", r.encoding.token())),
                 }
-                let block = self.header_block(r);
+                let block = self.header_block(r).unwrap_or_default();
                 let cl = format!("Content-Length: {}\r\n", r.body_len);
                 let et = format!("ETag: {}\r\n", r.etag);
                 let contains = |n: &str| block.windows(n.len()).any(|w| w == n.as_bytes());
                 if !block.ends_with(b"\r\n\r\n") || !contains(&cl) || !contains(&et) {
-                    problems.push(VerifyProblem {
-                        path: name(),
-                        what: format!("{} header block corrupted", r.encoding.token()),
-                    });
+                    report(format!("{} header block corrupted", r.encoding.token()));
                 }
             }
         }
         problems
+    }
+
+    /// BLAKE3 of a body, read in 1 MiB pieces.
+    fn body_hash(&self, r: &Rep) -> std::io::Result<[u8; 32]> {
+        const PIECE: u64 = 1 << 20;
+        let mut hasher = blake3::Hasher::new();
+        let mut done = 0;
+        while done < r.body_len {
+            let n = (r.body_len - done).min(PIECE);
+            hasher.update(&self.read_at(r.body_off() + done, n)?);
+            done += n;
+        }
+        Ok(*hasher.finalize().as_bytes())
     }
 }
