@@ -54,11 +54,11 @@ pub enum Command {
     CheckConfig { file: PathBuf },
     /// Talk to a running httpd through its control socket.
     Ctl {
-        /// The control socket (httpd --control PATH).
-        #[arg(long, value_name = "PATH")]
-        control: PathBuf,
-        /// JSON output (status only).
-        #[arg(long)]
+        /// The control socket (httpd --control PATH); required. Before or after the command.
+        #[arg(long, value_name = "PATH", global = true)]
+        control: Option<PathBuf>,
+        /// JSON output (status only). Before or after the command.
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         cmd: CtlCommand,

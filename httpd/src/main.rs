@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             CtlCommand::Reopen => "reopen",
             CtlCommand::Reload => "reload",
         };
+        let Some(control) = control else {
+            eprintln!("httpd ctl: --control PATH is required (the socket of httpd --control)");
+            return ExitCode::from(2);
+        };
         return match httpd::control::client(control, line) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

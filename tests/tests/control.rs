@@ -135,11 +135,22 @@ fn ctl_status_rotate_reopen_lose_no_line() {
         ok && out.contains("two.test") && out.contains("static hit"),
         "{out}"
     );
-    let (ok, json) = ctl(&control, &["--json", "status"]);
-    assert!(
-        ok && json.starts_with('{') && json.contains("\"name\":\"two.test\""),
-        "{json}"
-    );
+    // The flag before the command, and after it as users type it.
+    for args in [&["--json", "status"][..], &["status", "--json"]] {
+        let (ok, json) = ctl(&control, args);
+        assert!(
+            ok && json.starts_with('{') && json.contains("\"name\":\"two.test\""),
+            "{args:?}: {json}"
+        );
+    }
+    // --control after the command too.
+    let o = Command::new(bin("httpd"))
+        .args(["ctl", "status", "--json", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && json.starts_with('{'), "{json}");
     let (ok, _) = ctl(&control, &["reload"]);
     assert!(ok);
     stop.store(true, Ordering::Relaxed);
@@ -262,15 +273,81 @@ fn privileges_dropped_to_user() {
         "{}",
         field("Gid:")
     );
+    // The main thread keeps CAP_LEASE alone (for the vhosts thread it starts, which leases
+    // webroots owned by another user); the workers keep nothing.
+    const CAP_LEASE: &str = "0000000010000000";
     assert!(
-        field("CapEff:").ends_with("0000000000000000"),
+        field("CapEff:").ends_with(CAP_LEASE),
         "{}",
         field("CapEff:")
     );
     assert!(
-        field("CapPrm:").ends_with("0000000000000000"),
+        field("CapPrm:").ends_with(CAP_LEASE),
         "{}",
         field("CapPrm:")
+    );
+    let mut workers = 0;
+    for t in std::fs::read_dir(format!("/proc/{}/task", h.pid())).unwrap() {
+        let t = t.unwrap().path();
+        let name = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        let st = std::fs::read_to_string(t.join("status")).unwrap_or_default();
+        let caps = |k: &str| {
+            st.lines()
+                .find(|l| l.starts_with(k))
+                .unwrap_or("")
+                .to_string()
+        };
+        if name.starts_with("worker") {
+            workers += 1;
+            assert!(
+                caps("CapEff:").ends_with("0000000000000000"),
+                "{name}: {}",
+                caps("CapEff:")
+            );
+            assert!(
+                caps("CapPrm:").ends_with("0000000000000000"),
+                "{name}: {}",
+                caps("CapPrm:")
+            );
+        }
+        if name.starts_with("vhosts") {
+            assert!(
+                caps("CapEff:").ends_with(CAP_LEASE),
+                "{name}: {}",
+                caps("CapEff:")
+            );
+        }
+    }
+    assert!(workers > 0);
+    // A root-owned webroot loaded after the drop is leased: written over in place, it is
+    // withdrawn before the writer goes on.
+    let new = dir.path().join("new.webroot");
+    std::fs::copy(v.join("two.test"), &new).unwrap();
+    std::fs::rename(&new, v.join("two.test")).unwrap();
+    let loads = || {
+        h.log()
+            .iter()
+            .filter(|l| l.contains("vhost two.test: loaded"))
+            .count()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while loads() < 2 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(loads(), 2, "the renamed entry was loaded after the drop");
+    std::fs::copy(v.join("__default__"), v.join("two.test")).unwrap();
+    assert!(
+        h.wait_log(
+            "two.test is being written in place (lease broken)",
+            Duration::from_secs(5)
+        ),
+        "{:?}",
+        h.log()
+    );
+    assert!(
+        !h.log().iter().any(|l| l.contains("no read lease")),
+        "{:?}",
+        h.log()
     );
     assert_eq!(
         request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n").body,
@@ -283,6 +360,12 @@ fn ctl_reports_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, _) = ctl(&dir.path().join("nothing.sock"), &["status"]);
     assert!(!ok, "no control socket: ctl fails");
+    let o = Command::new(bin("httpd"))
+        .args(["ctl", "status", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--control"), "{err}");
 }
 
 #[test]
