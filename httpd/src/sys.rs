@@ -290,14 +290,11 @@ pub fn tcp_counters(sock: &impl AsRawFd) -> io::Result<TcpCounters> {
             &mut len,
         )
     })?;
-    let mut outq: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer.
-    check_zero(unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut outq) })?;
     Ok(TcpCounters {
         state: ti.tcpi_state,
         bytes_acked: ti.tcpi_bytes_acked,
         bytes_received: ti.tcpi_bytes_received,
-        outq: outq.max(0) as u64,
+        outq: unacked(sock)?,
     })
 }
 
