@@ -101,11 +101,16 @@ pub struct Args {
     /// Worker threads, each with its own event loop and listener (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// How bodies reach the socket: sendfile (zero copy), read (pread + write) or mmap
+    /// How bodies reach the socket: async-sendfile (sendfile, and bytes not in the page cache
+    /// are read in by the read threads first, so a cold read never stalls other connections),
+    /// sendfile (zero copy; a cold read blocks the worker), read (pread + write) or mmap
     /// (gathered writes from the mapping). Bodies up to 32 KiB go from the mapping in one call
     /// with their head in every model.
-    #[arg(long, value_enum, default_value = "sendfile")]
+    #[arg(long, value_enum, default_value = "async-sendfile")]
     pub io: IoModel,
+    /// Read threads of `--io async-sendfile`: the most cold reads at once.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub io_threads: u16,
     /// Close connections idle for this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub inactivity_timeout: Duration,

@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub upstream_timeout: Option<String>,
     pub workers: Option<usize>,
     pub io: Option<String>,
+    pub io_threads: Option<u16>,
     pub inactivity_timeout: Option<String>,
     pub header_timeout: Option<String>,
     pub max_connections: Option<usize>,
@@ -259,6 +260,7 @@ pub fn apply(args: &mut crate::cli::Args, f: &FileConfig, m: &clap::ArgMatches) 
         f.io.as_deref()
             .and_then(|v| crate::out::IoModel::from_str(v, true).ok())
     );
+    set!(io_threads, f.io_threads);
     set!(inactivity_timeout, dur(&f.inactivity_timeout));
     set!(header_timeout, dur(&f.header_timeout));
     set!(max_connections, f.max_connections);
@@ -326,6 +328,7 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
         v.map_or(String::new(), |p| p.get_name().to_string())
     };
     let _ = writeln!(o, "io = \"{}\"", name(args.io.to_possible_value()));
+    let _ = writeln!(o, "io_threads = {}", args.io_threads);
     let _ = writeln!(
         o,
         "inactivity_timeout = \"{}\"",

@@ -14,7 +14,7 @@ use crate::answer::{self, Answered};
 use crate::forward::{Exchange, LogFields, Request, Step, UpCtx};
 use crate::http::proxy;
 use crate::http::request::{self, Framing, Head, Method};
-use crate::out::{IoModel, OutQueue};
+use crate::out::{Flushed, IoModel, OutQueue};
 use crate::sys;
 use crate::vhosts::HostTable;
 
@@ -50,6 +50,8 @@ pub struct WorkerCtx<'a> {
     /// This connection's poll token.
     pub token: usize,
     pub path_buf: &'a mut Vec<u8>,
+    /// The worker's buffer for asking whether bytes are cached (`cold::resident`).
+    pub probe: &'a mut [u8],
     pub stats: &'a crate::stats::Stats,
     /// The upstream side: None when no upstream is configured.
     pub up: Option<UpCtx<'a>>,
@@ -149,6 +151,28 @@ impl Conn {
         })
     }
 
+    /// The cold read this connection wants (see `OutQueue::take_cold_wanted`).
+    pub fn take_cold_wanted(
+        &mut self,
+    ) -> Option<(std::sync::Arc<httpd_common::webroot::Webroot>, u64, u64)> {
+        self.out.take_cold_wanted()
+    }
+
+    /// Its cold read was handed to the read threads with this serial.
+    pub fn cold_waiting(&mut self, serial: u64) {
+        self.out.cold_waiting(serial);
+    }
+
+    /// The serial of the cold read this connection waits for.
+    pub fn cold_serial(&self) -> Option<u64> {
+        self.out.cold_serial()
+    }
+
+    /// A cold read ended; true when it was this connection's (drive it again).
+    pub fn cold_done(&mut self, serial: u64, ok: bool) -> bool {
+        self.out.cold_done(serial, ok)
+    }
+
     pub fn new(sock: TcpStream, peer: SocketAddr, now: Instant) -> Conn {
         Conn {
             sock,
@@ -224,9 +248,9 @@ impl Conn {
                 None => return false,
             }
             let before = self.out.pending();
-            match self.out.flush(&self.sock, ctx.io) {
-                Ok(true) => self.blocked_on_write = false,
-                Ok(false) => self.blocked_on_write = true,
+            match self.out.flush(&self.sock, ctx.io, ctx.probe) {
+                Ok(Flushed::All | Flushed::Cold) => self.blocked_on_write = false,
+                Ok(Flushed::Full) => self.blocked_on_write = true,
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;

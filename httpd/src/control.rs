@@ -126,7 +126,8 @@ impl Control {
                 "{{\"version\":{},\"uptime_secs\":{},\"workers\":{},\"open_connections\":{open},\
 \"requests\":{{\"static_hit\":{},\"not_modified\":{},\"partial\":{},\"redirect\":{},\"forwarded\":{},\"client_error\":{},\"server_error\":{}}},\
 \"bytes_sent\":{},\"upstream\":{{\"open\":{},\"idle\":{},\"opened\":{},\"reused\":{},\"failures\":{},\"timeouts\":{}}},\
-\"tunnels\":{{\"opened\":{},\"spliced\":{},\"half_spliced\":{}}},\"hosts\":[",
+\"tunnels\":{{\"opened\":{},\"spliced\":{},\"half_spliced\":{}}},\
+\"io\":{},\"cold_reads\":{{\"reads\":{},\"bytes\":{},\"wait_us\":{},\"in_flight\":{}}},\"hosts\":[",
                 json_str(env!("CARGO_PKG_VERSION")),
                 s.uptime_secs,
                 self.workers,
@@ -147,6 +148,11 @@ impl Control {
                 s.tunnels,
                 s.tunnels_spliced,
                 s.tunnels_half_spliced,
+                json_str(&io_name(self.shared.limits.io)),
+                s.cold_reads,
+                s.cold_bytes,
+                s.cold_wait_us,
+                s.cold_in_flight,
             );
             for (i, h) in hosts.iter().enumerate() {
                 let (req, hits, bytes) = h.stats.snapshot();
@@ -210,6 +216,15 @@ impl Control {
                 out,
                 "tunnels: opened {}  spliced {}  half-spliced {}",
                 s.tunnels, s.tunnels_spliced, s.tunnels_half_spliced
+            );
+            let _ = writeln!(
+                out,
+                "io {}: cold reads {}  bytes {}  waited {} ms  in flight {}",
+                io_name(self.shared.limits.io),
+                s.cold_reads,
+                s.cold_bytes,
+                s.cold_wait_us / 1000,
+                s.cold_in_flight
             );
             let _ = writeln!(out, "ebpf: {}", self.ebpf_state);
             if let Some(c) = ebpf {
@@ -296,4 +311,11 @@ pub fn client(path: &Path, command: &str) -> anyhow::Result<()> {
         anyhow::bail!("{}", out.trim());
     }
     Ok(())
+}
+
+/// The `--io` name of a model.
+fn io_name(io: crate::out::IoModel) -> String {
+    use clap::ValueEnum;
+    io.to_possible_value()
+        .map_or_else(|| format!("{io:?}"), |v| v.get_name().to_string())
 }

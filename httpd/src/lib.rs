@@ -7,6 +7,7 @@
 pub mod accesslog;
 pub mod answer;
 pub mod cli;
+pub mod cold;
 pub mod config;
 pub mod conn;
 pub mod control;

@@ -118,6 +118,30 @@ pub fn render(c: &Control) -> String {
         "Upstream timeouts (504).",
         &one(s.upstream_timeouts.to_string()),
     );
+    metric(
+        "httpd_cold_reads_total",
+        "counter",
+        "Reads of webroot bytes not in the page cache, done off the event loop.",
+        &one(s.cold_reads.to_string()),
+    );
+    metric(
+        "httpd_cold_read_bytes_total",
+        "counter",
+        "Bytes read by cold reads.",
+        &one(s.cold_bytes.to_string()),
+    );
+    metric(
+        "httpd_cold_wait_seconds_total",
+        "counter",
+        "Time connections waited for cold reads (queued and reading).",
+        &one(format!("{:.6}", s.cold_wait_us as f64 / 1e6)),
+    );
+    metric(
+        "httpd_cold_reads_in_flight",
+        "gauge",
+        "Cold reads queued or running.",
+        &one(s.cold_in_flight.to_string()),
+    );
     let table = c.shared.registry.table();
     let mut hosts: Vec<_> = table.hosts().collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name));

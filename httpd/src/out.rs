@@ -14,7 +14,10 @@ use crate::sys;
 /// How large webroot regions reach the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoModel {
-    /// sendfile(2) from the webroot file: zero copies.
+    /// As sendfile, and bytes not in the page cache are first read in by the read threads
+    /// (`--io-threads`), so a cold read never stalls the worker's other connections.
+    AsyncSendfile,
+    /// sendfile(2) from the webroot file: zero copies; a cold page blocks the worker.
     Sendfile,
     /// pread(2) into a buffer, then write.
     Read,
@@ -27,6 +30,38 @@ pub enum IoModel {
 pub const SMALL_REGION: u64 = 32 * 1024;
 /// Chunk size of the `read` model.
 const READ_CHUNK: usize = 64 * 1024;
+/// `async-sendfile`: most bytes looked up in the page stamps before one sendfile call.
+const HOT_AHEAD: u64 = 4 * 1024 * 1024;
+
+impl IoModel {
+    fn zero_copy(self) -> bool {
+        matches!(self, IoModel::Sendfile | IoModel::AsyncSendfile)
+    }
+}
+
+/// How far a flush got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued is written.
+    All,
+    /// The socket is full: wait for writable.
+    Full,
+    /// The next bytes are not in the page cache: a cold read is wanted or running.
+    Cold,
+}
+
+/// A connection's cold read (`--io async-sendfile`).
+#[derive(Default)]
+enum ColdRead {
+    #[default]
+    None,
+    /// To be asked of the read threads: `[off, off + len)` of the webroot.
+    Wanted(Arc<Webroot>, u64, u64),
+    /// Asked; its serial.
+    Waiting(u64),
+    /// It failed (read error, or the file ended early): the response is cut.
+    Failed,
+}
 
 enum Item {
     Bytes {
@@ -49,6 +84,7 @@ pub struct OutQueue {
     /// (and, for a peer on this host, read them): until then a write to the file would change
     /// bytes already "sent". Holding the webroot holds its lease, so no writer can start.
     zero_copy: Option<Arc<Webroot>>,
+    cold: ColdRead,
 }
 
 impl OutQueue {
@@ -129,14 +165,59 @@ impl OutQueue {
         self.zero_copy.take()
     }
 
-    /// Writes as much as the socket takes. Ok(true): everything written; Ok(false): the socket
-    /// is full (wait for writable).
-    pub fn flush(&mut self, sock: &impl AsRawFd, io: IoModel) -> io::Result<bool> {
+    /// The cold read this queue wants, to hand to the read threads.
+    pub fn take_cold_wanted(&mut self) -> Option<(Arc<Webroot>, u64, u64)> {
+        match std::mem::take(&mut self.cold) {
+            ColdRead::Wanted(root, off, len) => Some((root, off, len)),
+            other => {
+                self.cold = other;
+                None
+            }
+        }
+    }
+
+    /// The cold read with this serial was handed out.
+    pub fn cold_waiting(&mut self, serial: u64) {
+        self.cold = ColdRead::Waiting(serial);
+    }
+
+    /// The serial of the cold read this queue waits for.
+    pub fn cold_serial(&self) -> Option<u64> {
+        match self.cold {
+            ColdRead::Waiting(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A cold read ended. True when it was this queue's (flush again).
+    pub fn cold_done(&mut self, serial: u64, ok: bool) -> bool {
+        if self.cold_serial() != Some(serial) {
+            return false;
+        }
+        self.cold = if ok { ColdRead::None } else { ColdRead::Failed };
+        true
+    }
+
+    /// Writes as much as the socket takes. `probe` is the worker's buffer for asking whether
+    /// bytes are cached (`async-sendfile`).
+    pub fn flush(
+        &mut self,
+        sock: &impl AsRawFd,
+        io: IoModel,
+        probe: &mut [u8],
+    ) -> io::Result<Flushed> {
+        match self.cold {
+            ColdRead::None => {}
+            ColdRead::Failed => return Err(cold_failed()),
+            _ => return Ok(Flushed::Cold),
+        }
+        let nowait = io == IoModel::AsyncSendfile;
         while !self.items.is_empty() {
             // Gather the leading in-memory pieces (and small or mmap regions) into one sendmsg.
             let mut bufs: [&[u8]; 64] = [&[]; 64];
             let mut n = 0;
             let mut next_is_file = false;
+            let mut cold = None;
             for item in &self.items {
                 if n == bufs.len() {
                     break;
@@ -147,6 +228,14 @@ impl OutQueue {
                     Item::Region { root, off, len }
                         if io == IoModel::Mmap || *len <= SMALL_REGION =>
                     {
+                        // A page missing from the cache would make sendmsg fault it in,
+                        // waiting for the disk: read it in first.
+                        if nowait && crate::cold::resident(root, *off, *len, probe) < *len {
+                            if n == 0 {
+                                cold = Some((root.clone(), *off, *len));
+                            }
+                            break;
+                        }
                         // Only the kernel reads these bytes (see Webroot::kernel_bytes).
                         bufs[n] = root.kernel_bytes(*off, *len).ok_or_else(withdrawn)?;
                     }
@@ -158,29 +247,50 @@ impl OutQueue {
                 n += 1;
             }
             let res = if n > 0 {
-                sys::sendv(sock, &bufs[..n], next_is_file && io == IoModel::Sendfile)
+                sys::sendv(sock, &bufs[..n], next_is_file && io.zero_copy())
+            } else if let Some((root, off, len)) = cold {
+                self.cold = ColdRead::Wanted(root, off, len);
+                return Ok(Flushed::Cold);
             } else {
-                self.write_file_front(sock, io)
+                match self.write_file_front(sock, io, probe) {
+                    Some(r) => r,
+                    None => return Ok(Flushed::Cold),
+                }
             };
             match res {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => self.consume(k),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        Ok(Flushed::All)
     }
 
-    fn write_file_front(&mut self, sock: &impl AsRawFd, io: IoModel) -> io::Result<usize> {
+    /// Writes from the region in front. None: its next bytes are cold (a read is wanted).
+    fn write_file_front(
+        &mut self,
+        sock: &impl AsRawFd,
+        io: IoModel,
+        probe: &mut [u8],
+    ) -> Option<io::Result<usize>> {
         let Some(Item::Region { root, off, len }) = self.items.front() else {
-            return Ok(0);
+            return Some(Ok(0));
         };
         match io {
-            IoModel::Sendfile => {
-                let count = (*len).min(1 << 30) as usize;
-                let sent = sys::sendfile(sock, root.file(), *off, count);
+            IoModel::Sendfile | IoModel::AsyncSendfile => {
+                let mut count = (*len).min(1 << 30);
+                if io == IoModel::AsyncSendfile {
+                    // Send what is cached; read in the rest, a chunk at a time.
+                    count = crate::cold::resident(root, *off, count.min(HOT_AHEAD), probe);
+                    if count == 0 {
+                        let want = (*len).min(crate::cold::WARM_CHUNK);
+                        self.cold = ColdRead::Wanted(root.clone(), *off, want);
+                        return None;
+                    }
+                }
+                let sent = sys::sendfile(sock, root.file(), *off, count as usize);
                 if sent.as_ref().is_ok_and(|&n| n > 0)
                     // A withdrawn one is kept until its pages are delivered (the worker).
                     && !self
@@ -190,30 +300,35 @@ impl OutQueue {
                 {
                     self.zero_copy = Some(root.clone());
                 }
-                sent
+                Some(sent)
             }
-            _ => {
-                // Read model: move a chunk into memory, put it in front as bytes.
-                let want = (*len).min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let got = root.file().read_at(&mut buf, *off)?;
-                if got == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                buf.truncate(got);
-                let (root, off, len) = (root.clone(), *off, *len);
-                self.items.pop_front();
-                if len > got as u64 {
-                    self.items.push_front(Item::Region {
-                        root,
-                        off: off + got as u64,
-                        len: len - got as u64,
-                    });
-                }
-                self.items.push_front(Item::Bytes { buf, pos: 0 });
-                sys::sendv(sock, &[self.front_bytes()], false)
-            }
+            _ => Some(self.read_front(sock)),
         }
+    }
+
+    /// Read model: moves a chunk of the front region into memory, in front as bytes.
+    fn read_front(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
+        let Some(Item::Region { root, off, len }) = self.items.front() else {
+            return Ok(0);
+        };
+        let want = (*len).min(READ_CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let got = root.file().read_at(&mut buf, *off)?;
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.truncate(got);
+        let (root, off, len) = (root.clone(), *off, *len);
+        self.items.pop_front();
+        if len > got as u64 {
+            self.items.push_front(Item::Region {
+                root,
+                off: off + got as u64,
+                len: len - got as u64,
+            });
+        }
+        self.items.push_front(Item::Bytes { buf, pos: 0 });
+        sys::sendv(sock, &[self.front_bytes()], false)
     }
 
     fn front_bytes(&self) -> &[u8] {
@@ -222,6 +337,11 @@ impl OutQueue {
             _ => &[],
         }
     }
+}
+
+/// The error that ends a response whose cold read failed.
+fn cold_failed() -> io::Error {
+    io::Error::other("cold read failed or the webroot file ended early: response cut")
 }
 
 /// The error that ends a response whose webroot was withdrawn or shrank under it.

@@ -85,9 +85,17 @@ pub fn run(mut args: Args) -> Result<()> {
     let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);
     let splicer = ebpf.as_ref().and_then(|p| p.splicer.clone());
 
+    let stats = Arc::new(crate::stats::Stats::default());
+    let cold = match args.io {
+        crate::out::IoModel::AsyncSendfile => Some(
+            crate::cold::Pool::start(usize::from(args.io_threads), stats.clone())
+                .context("starting the read threads")?,
+        ),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         registry,
-        stats: Arc::new(crate::stats::Stats::default()),
+        stats,
         limits: Limits {
             io: args.io,
             inactivity: args.inactivity_timeout,
@@ -107,6 +115,7 @@ pub fn run(mut args: Args) -> Result<()> {
         open: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         splicer,
+        cold,
     });
     let mut handles = Vec::new();
     let mut wakers = Vec::new();

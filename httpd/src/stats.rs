@@ -36,6 +36,13 @@ pub struct Stats {
     /// Tunnels handed to the kernel splice: both directions, and upstream-to-client only.
     pub tunnels_spliced: AtomicU64,
     pub tunnels_half_spliced: AtomicU64,
+    /// Cold reads done by the read threads (`--io async-sendfile`), the bytes they read, and
+    /// the time connections waited for them (queued and reading), in microseconds.
+    pub cold_reads: AtomicU64,
+    pub cold_bytes: AtomicU64,
+    pub cold_wait_us: AtomicU64,
+    /// Cold reads queued or running now.
+    pub cold_in_flight: AtomicI64,
 }
 
 impl Default for Stats {
@@ -59,6 +66,10 @@ impl Default for Stats {
             tunnels: AtomicU64::new(0),
             tunnels_spliced: AtomicU64::new(0),
             tunnels_half_spliced: AtomicU64::new(0),
+            cold_reads: AtomicU64::new(0),
+            cold_bytes: AtomicU64::new(0),
+            cold_wait_us: AtomicU64::new(0),
+            cold_in_flight: AtomicI64::new(0),
         }
     }
 }
@@ -84,6 +95,10 @@ pub struct Snapshot {
     pub tunnels: u64,
     pub tunnels_spliced: u64,
     pub tunnels_half_spliced: u64,
+    pub cold_reads: u64,
+    pub cold_bytes: u64,
+    pub cold_wait_us: u64,
+    pub cold_in_flight: i64,
 }
 
 impl Stats {
@@ -128,6 +143,10 @@ impl Stats {
             tunnels: get(&self.tunnels),
             tunnels_spliced: get(&self.tunnels_spliced),
             tunnels_half_spliced: get(&self.tunnels_half_spliced),
+            cold_reads: get(&self.cold_reads),
+            cold_bytes: get(&self.cold_bytes),
+            cold_wait_us: get(&self.cold_wait_us),
+            cold_in_flight: self.cold_in_flight.load(Ordering::Relaxed),
         }
     }
 }

@@ -52,6 +52,20 @@ pub fn sendfile(
     check(unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) })
 }
 
+/// preadv2(RWF_NOWAIT): reads what the page cache holds of `buf.len()` bytes at `offset` and
+/// never waits for the disk: a short count stops at the first page not cached, and EAGAIN
+/// means the first one is not. Any user may ask this of a file it can read (unlike mincore and
+/// cachestat, which answer "all cached" or EPERM for files the caller cannot write).
+pub fn read_nowait(file: &impl AsRawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    // SAFETY: one iovec over a live, exclusively borrowed buffer; a borrowed open fd.
+    check(unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) })
+}
+
 /// posix_fadvise(WILLNEED) over `len` bytes: the kernel starts reading them into the page cache
 /// (no page of a mapping is touched, so a file truncated meanwhile cannot fault us).
 pub fn will_need(file: &impl AsRawFd, len: u64) -> io::Result<()> {

@@ -45,6 +45,8 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The kernel tunnel splice (`--ebpf-splice on` with the programs loaded).
     pub splicer: Option<Arc<crate::splice::Splicer>>,
+    /// The read threads of `--io async-sendfile`.
+    pub cold: Option<Arc<crate::cold::Pool>>,
 }
 
 pub struct Worker {
@@ -87,6 +89,10 @@ impl Worker {
             spliced: Vec::new(),
             retired_recent: Default::default(),
             retired_held: Vec::new(),
+            probe: vec![0; crate::cold::PROBE_MAX].into_boxed_slice(),
+            reads: shared.cold.as_ref().map(|p| {
+                crate::cold::Reads::new(p.clone(), crate::cold::Done::new(self.waker.clone()))
+            }),
         };
         let mut table_gen = shared.registry.generation();
         let mut events = Events::with_capacity(1024);
@@ -125,9 +131,11 @@ impl Worker {
                 st.table = shared.registry.table();
                 st.withdraw(&self.poll, &shared, true);
             }
+            let mut woken = false;
             for ev in events.iter() {
                 let t = ev.token();
                 if t == WAKER {
+                    woken = true;
                     continue;
                 }
                 if t.0 < nl {
@@ -161,6 +169,9 @@ impl Worker {
                     (t.0 - nl, Ready::Client(Readable::No))
                 };
                 st.drive(&self.poll, &shared, &limits, key, now, ready);
+            }
+            if woken {
+                st.cold_finished(&self.poll, &shared, &limits, now);
             }
             for key in std::mem::take(&mut st.ticking) {
                 st.drive(
@@ -268,6 +279,10 @@ struct LoopState {
     retired_recent: std::collections::VecDeque<(Retired, Instant)>,
     /// The same, withdrawn: checked until delivered.
     retired_held: Vec<(Retired, Instant)>,
+    /// Buffer for asking whether bytes are cached (`cold::resident`).
+    probe: Box<[u8]>,
+    /// This worker's cold reads (`--io async-sendfile`).
+    reads: Option<crate::cold::Reads>,
 }
 
 impl LoopState {
@@ -318,6 +333,7 @@ impl LoopState {
             now,
             token: client_token(nl, key).0,
             path_buf: &mut self.path_buf,
+            probe: &mut self.probe,
             stats: &self.stats,
             up: limits.upstream.map(|u| UpCtx {
                 registry: poll.registry(),
@@ -338,6 +354,11 @@ impl LoopState {
         if !alive {
             self.close(poll, key, shared);
             return;
+        }
+        if let Some(reads) = self.reads.as_mut()
+            && let Some((root, off, len)) = conn.take_cold_wanted()
+        {
+            conn.cold_waiting(reads.submit(key, root, off, len));
         }
         if conn.ticking && !self.ticking.contains(&key) {
             self.ticking.push(key);
@@ -366,6 +387,33 @@ impl LoopState {
         };
         if result.is_err() {
             self.close(poll, key, shared);
+        }
+    }
+
+    /// Drives the connections whose cold read ended (the read threads woke the loop).
+    fn cold_finished(&mut self, poll: &Poll, shared: &Shared, limits: &Limits, now: Instant) {
+        let Some(reads) = self.reads.as_mut() else {
+            return;
+        };
+        let done = reads.finished();
+        for f in &done {
+            if self
+                .conns
+                .get_mut(f.conn)
+                .is_some_and(|c| c.cold_done(f.serial, f.ok))
+            {
+                self.drive(
+                    poll,
+                    shared,
+                    limits,
+                    f.conn,
+                    now,
+                    Ready::Client(Readable::No),
+                );
+            }
+        }
+        if let Some(reads) = self.reads.as_mut() {
+            reads.recycle(done);
         }
     }
 
@@ -452,6 +500,9 @@ impl LoopState {
     fn close(&mut self, poll: &Poll, key: usize, shared: &Shared) {
         if let Some(mut c) = self.conns.try_remove(key) {
             shared.open.fetch_sub(1, Ordering::Relaxed);
+            if let (Some(serial), Some(reads)) = (c.cold_serial(), self.reads.as_mut()) {
+                reads.cancel(key, serial);
+            }
             if let Some(r) = c.retire() {
                 let until = Instant::now() + RETIRE_MAX;
                 if r.root.is_revoked() {

@@ -3,7 +3,8 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use memmap2::Mmap;
 
@@ -134,6 +135,8 @@ pub struct Webroot {
     stamp: Stamp,
     lease: Lease,
     revoked: AtomicBool,
+    /// One word per 4 KiB page of the file, for the server (see [`Webroot::page_stamps`]).
+    page_stamps: OnceLock<Box<[AtomicU32]>>,
 }
 
 impl Drop for Webroot {
@@ -315,6 +318,7 @@ impl Webroot {
             stamp,
             lease,
             revoked: AtomicBool::new(false),
+            page_stamps: OnceLock::new(),
         })
     }
 
@@ -609,6 +613,17 @@ impl Webroot {
         let s = usize::try_from(off).ok()?;
         let e = s.checked_add(usize::try_from(len).ok()?)?;
         self.map.as_ref()?.get(s..e)
+    }
+
+    /// One word per 4 KiB page of the file, zero at first, for the server's own use: httpd
+    /// stamps in them when it last saw each page in the page cache, so that a hot page is not
+    /// asked about again at every hit. Allocated at the first call.
+    pub fn page_stamps(&self) -> &[AtomicU32] {
+        self.page_stamps.get_or_init(|| {
+            let len = self.map.as_ref().map_or(0, |m| m.len());
+            let pages = len.div_ceil(4096);
+            (0..pages).map(|_| AtomicU32::new(0)).collect()
+        })
     }
 
     /// Total bytes of the data section (header blocks, bodies, padding).

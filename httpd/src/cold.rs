@@ -1,0 +1,324 @@
+//! Cold reads (`--io async-sendfile`): the bytes of a response that are not in the page cache
+//! are read in by a small pool of threads before the worker sends them, so a worker's event
+//! loop never waits for the disk while its other connections wait for it.
+//!
+//! - Detection: one relaxed load per 4 KiB page (the webroot's page stamps: when httpd last saw
+//!   the page cached); a page not seen in the last [`FRESH_MS`] is asked about with
+//!   `preadv2(RWF_NOWAIT)`, which copies what is cached and stops at the first page that is not,
+//!   never waiting. A hot hit therefore costs no syscall of its own.
+//! - Waiting: the connection asks for at most [`WARM_CHUNK`] bytes at a time; a pool thread
+//!   reads them with pread (the page cache keeps them), stamps their pages and tells the
+//!   worker through its waker (an eventfd in the same epoll set). The connection then sends
+//!   them with sendfile or sendmsg as a hot hit would.
+//! - Bounds: [`PER_WORKER`] reads queued or running per worker (more wait in the worker's
+//!   backlog, in order), `--io-threads` reads at once in all, one [`READ_PIECE`] buffer per
+//!   thread. A connection has at most one read queued, and the queue is first in, first out:
+//!   a large cold object advances one chunk per turn and cannot starve the others.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use httpd_common::webroot::Webroot;
+
+use crate::stats::Stats;
+
+/// Page size of the stamps (and of the page cache).
+const PAGE: u64 = 4096;
+/// How long a page seen in the page cache is taken to still be there. A page sent or read in
+/// that recently is near the head of the LRU lists; evicting it that fast takes a machine
+/// already thrashing, and then costs one blocking read, as before.
+pub const FRESH_MS: u32 = 1000;
+/// Most bytes one RWF_NOWAIT probe copies (the worker's probe buffer).
+pub const PROBE_MAX: usize = 64 * 1024;
+/// Most bytes read in per cold read: a 64 MiB body that is partly cached waits only for its
+/// cold megabytes, one at a time, and other cold objects get their turn between them.
+pub const WARM_CHUNK: u64 = 1024 * 1024;
+/// A pool thread reads a chunk in pieces of this size (its only buffer).
+const READ_PIECE: usize = 256 * 1024;
+/// Reads one worker may have queued or running; the rest wait in its backlog.
+pub const PER_WORKER: usize = 64;
+
+/// Milliseconds on a process clock, never 0 (0 is "never seen").
+fn now_ms() -> u32 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    (ms as u32).max(1)
+}
+
+fn fresh(stamp: u32, now: u32) -> bool {
+    stamp != 0 && now.wrapping_sub(stamp) < FRESH_MS
+}
+
+/// Marks the pages holding bytes `[off, off + n)` as seen cached now.
+fn stamp(stamps: &[AtomicU32], off: u64, n: u64, now: u32) {
+    if n == 0 {
+        return;
+    }
+    let first = (off / PAGE) as usize;
+    let last = ((off + n - 1) / PAGE) as usize;
+    for s in stamps.iter().take(last + 1).skip(first) {
+        s.store(now, Ordering::Relaxed);
+    }
+}
+
+/// How many bytes from `off` (at most `max`) are in the page cache: known from the stamps, or
+/// asked with RWF_NOWAIT (into `probe`, whose bytes are thrown away). 0: the page at `off` is
+/// not cached, a send from it would wait for the disk.
+pub fn resident(root: &Webroot, off: u64, max: u64, probe: &mut [u8]) -> u64 {
+    let stamps = root.page_stamps();
+    let now = now_ms();
+    let end = off + max;
+    let mut pos = off;
+    while pos < end {
+        let page = (pos / PAGE) as usize;
+        if stamps
+            .get(page)
+            .is_some_and(|s| fresh(s.load(Ordering::Relaxed), now))
+        {
+            pos = ((page as u64 + 1) * PAGE).min(end);
+            continue;
+        }
+        let want = (end - pos).min(probe.len() as u64) as usize;
+        match crate::sys::read_nowait(root.file(), &mut probe[..want], pos) {
+            Ok(n) if n > 0 => {
+                stamp(stamps, pos, n as u64, now);
+                pos += n as u64;
+                if n < want {
+                    break;
+                }
+            }
+            // EAGAIN (not cached), EOF (a file cut short: the send reports it), or an error.
+            _ => break,
+        }
+    }
+    pos - off
+}
+
+/// Reads `[off, off + len)` into the page cache (blocking: pool threads only). Returns the
+/// bytes read; fewer than `len` means the file ends early.
+fn warm(root: &Webroot, off: u64, len: u64, buf: &mut [u8]) -> io::Result<u64> {
+    let mut done = 0;
+    while done < len {
+        let want = (len - done).min(buf.len() as u64) as usize;
+        let n = match root.file().read_at(&mut buf[..want], off + done) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stamp(root.page_stamps(), off + done, n as u64, now_ms());
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// A cold read asked for by a connection.
+pub struct Task {
+    /// Held until the read is done: a webroot swapped meanwhile stays open (and leased).
+    pub root: Arc<Webroot>,
+    pub off: u64,
+    pub len: u64,
+    /// The connection's slab key in its worker, and the number of this read in the worker.
+    pub conn: usize,
+    pub serial: u64,
+    done: Arc<Done>,
+    queued: Instant,
+}
+
+/// A read that is over, for the worker that asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub conn: usize,
+    pub serial: u64,
+    /// False: the read failed or the file ended early (the response is cut).
+    pub ok: bool,
+}
+
+/// A worker's completion list: pool threads append and wake the worker's loop.
+pub struct Done {
+    list: Mutex<Vec<Finished>>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Done {
+    pub fn new(waker: Arc<mio::Waker>) -> Arc<Done> {
+        Arc::new(Done {
+            list: Mutex::new(Vec::new()),
+            waker,
+        })
+    }
+
+    fn push(&self, f: Finished) {
+        lock(&self.list).push(f);
+        let _ = self.waker.wake();
+    }
+
+    /// Takes what finished since the last call.
+    pub fn take(&self, into: &mut Vec<Finished>) {
+        into.append(&mut lock(&self.list));
+    }
+}
+
+/// A poisoned lock only means a thread panicked while holding it; the data is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The read threads, shared by all workers.
+pub struct Pool {
+    queue: Mutex<VecDeque<Task>>,
+    ready: Condvar,
+    stats: Arc<Stats>,
+}
+
+impl Pool {
+    /// Starts `threads` read threads (named `cold-N`).
+    pub fn start(threads: usize, stats: Arc<Stats>) -> io::Result<Arc<Pool>> {
+        let pool = Arc::new(Pool {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            stats,
+        });
+        for i in 0..threads.clamp(1, 256) {
+            let p = pool.clone();
+            std::thread::Builder::new()
+                .name(format!("cold-{i}"))
+                .spawn(move || p.serve())?;
+        }
+        Ok(pool)
+    }
+
+    fn serve(&self) {
+        let mut buf = vec![0u8; READ_PIECE];
+        loop {
+            let task = {
+                let mut q = lock(&self.queue);
+                loop {
+                    match q.pop_front() {
+                        Some(t) => break t,
+                        None => q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner()),
+                    }
+                }
+            };
+            let got = warm(&task.root, task.off, task.len, &mut buf);
+            let ok = got.as_ref().is_ok_and(|&n| n == task.len);
+            let s = &self.stats;
+            s.cold_reads.fetch_add(1, Ordering::Relaxed);
+            s.cold_bytes
+                .fetch_add(*got.as_ref().unwrap_or(&0), Ordering::Relaxed);
+            s.cold_wait_us
+                .fetch_add(task.queued.elapsed().as_micros() as u64, Ordering::Relaxed);
+            s.cold_in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = &got {
+                tracing::warn!("cold read of {}: {e}", task.root.path().display());
+            }
+            let Task {
+                conn, serial, done, ..
+            } = task;
+            // The webroot is let go here, before the worker hears (its lease may be awaited).
+            done.push(Finished { conn, serial, ok });
+        }
+    }
+
+    fn push(&self, t: Task) {
+        self.stats.cold_in_flight.fetch_add(1, Ordering::Relaxed);
+        lock(&self.queue).push_back(t);
+        self.ready.notify_one();
+    }
+
+    /// Takes a read back if no thread has started it. True when it was still queued.
+    fn cancel(&self, done: &Arc<Done>, conn: usize, serial: u64) -> bool {
+        let mut q = lock(&self.queue);
+        let Some(i) = q
+            .iter()
+            .position(|t| t.conn == conn && t.serial == serial && Arc::ptr_eq(&t.done, done))
+        else {
+            return false;
+        };
+        q.remove(i);
+        self.stats.cold_in_flight.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// A worker's side of the pool: its reads in flight, its backlog, its completions.
+pub struct Reads {
+    pool: Arc<Pool>,
+    pub done: Arc<Done>,
+    in_flight: usize,
+    backlog: VecDeque<Task>,
+    serial: u64,
+    finished: Vec<Finished>,
+}
+
+impl Reads {
+    pub fn new(pool: Arc<Pool>, done: Arc<Done>) -> Reads {
+        Reads {
+            pool,
+            done,
+            in_flight: 0,
+            backlog: VecDeque::new(),
+            serial: 0,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Asks for `[off, off + len)` of `root` for connection `conn`; returns the read's serial.
+    pub fn submit(&mut self, conn: usize, root: Arc<Webroot>, off: u64, len: u64) -> u64 {
+        self.serial += 1;
+        let t = Task {
+            root,
+            off,
+            len,
+            conn,
+            serial: self.serial,
+            done: self.done.clone(),
+            queued: Instant::now(),
+        };
+        if self.in_flight < PER_WORKER {
+            self.in_flight += 1;
+            self.pool.push(t);
+        } else {
+            self.backlog.push_back(t);
+        }
+        self.serial
+    }
+
+    /// The reads finished since the last call (their slots go to the backlog).
+    pub fn finished(&mut self) -> Vec<Finished> {
+        let mut out = std::mem::take(&mut self.finished);
+        out.clear();
+        self.done.take(&mut out);
+        self.in_flight -= out.len().min(self.in_flight);
+        while self.in_flight < PER_WORKER {
+            let Some(t) = self.backlog.pop_front() else {
+                break;
+            };
+            self.in_flight += 1;
+            self.pool.push(t);
+        }
+        out
+    }
+
+    /// Gives back the vector `finished` returned (keeps its allocation).
+    pub fn recycle(&mut self, v: Vec<Finished>) {
+        self.finished = v;
+    }
+
+    /// A connection closed while its read was pending: drops it if it has not started.
+    pub fn cancel(&mut self, conn: usize, serial: u64) {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|t| t.conn == conn && t.serial == serial)
+        {
+            self.backlog.remove(i);
+        } else if self.pool.cancel(&self.done, conn, serial) {
+            self.in_flight -= 1;
+        }
+    }
+}
