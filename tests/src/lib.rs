@@ -337,8 +337,8 @@ pub fn request(addr: SocketAddr, req: &str) -> Response {
     Raw::connect(addr).exchange(req)
 }
 
-/// The three I/O models, for tests that run under each.
-pub const IO_MODELS: [&str; 3] = ["sendfile", "read", "mmap"];
+/// The four I/O models, for tests that run under each.
+pub const IO_MODELS: [&str; 4] = ["async-sendfile", "sendfile", "read", "mmap"];
 
 /// The test app server (`src/bin/app.rs`), killed by PID on drop.
 pub struct App {
@@ -494,4 +494,148 @@ pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
         assert_eq!(got.len(), payload, "every byte before the upstream's close");
         assert!(got == want);
     }
+}
+
+/// Disk reads of the processes added to it throttled with a cgroup (v1 blkio, mounted here;
+/// cgroup v2 `io.max` where its io controller is enabled), for the device holding a file.
+/// Removed on drop (its processes go back to the root group first).
+pub struct Throttle {
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Throttle {
+    /// Reads of the disk under `file` limited to `bps` bytes and `iops` requests per second.
+    /// Err says why it cannot be done here (not root, no blkio controller, no block device).
+    pub fn new(file: &Path, bps: u64, iops: u64) -> Result<Throttle, String> {
+        use std::os::unix::fs::MetadataExt;
+        if !is_root() {
+            return Err("not root".into());
+        }
+        let dev = std::fs::metadata(file)
+            .map_err(|e| format!("{}: {e}", file.display()))?
+            .dev();
+        let (maj, min) = (libc::major(dev), libc::minor(dev));
+        // Throttling applies to whole disks: a partition's limit goes on its disk.
+        let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+        if !sys.exists() {
+            return Err(format!(
+                "{} is not on a block device ({maj}:{min})",
+                file.display()
+            ));
+        }
+        let disk = if sys.join("partition").exists() {
+            std::fs::read_to_string(sys.join("../dev"))
+                .map_err(|e| format!("parent of {maj}:{min}: {e}"))?
+                .trim()
+                .to_string()
+        } else {
+            format!("{maj}:{min}")
+        };
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "httpd-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let v1 = PathBuf::from("/sys/fs/cgroup/blkio");
+        let v2 = PathBuf::from("/sys/fs/cgroup/unified");
+        let (root, limits): (PathBuf, Vec<(&str, String)>) =
+            if v1.join("blkio.throttle.read_bps_device").exists() {
+                (
+                    v1,
+                    vec![
+                        ("blkio.throttle.read_bps_device", format!("{disk} {bps}")),
+                        ("blkio.throttle.read_iops_device", format!("{disk} {iops}")),
+                    ],
+                )
+            } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|w| w == "io"))
+            {
+                (
+                    v2,
+                    vec![("io.max", format!("{disk} rbps={bps} riops={iops}"))],
+                )
+            } else {
+                return Err("neither cgroup v1 blkio nor the cgroup v2 io controller".into());
+            };
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let t = Throttle { dir, root };
+        for (f, v) in limits {
+            std::fs::write(t.dir.join(f), v).map_err(|e| format!("{f}: {e}"))?;
+        }
+        Ok(t)
+    }
+
+    /// Moves a process (all its threads) into the throttled group.
+    pub fn add(&self, pid: i32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("throttle pid {pid}: {e}"));
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for p in procs.lines() {
+            let _ = std::fs::write(self.root.join("cgroup.procs"), p);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Drops a file's pages from the page cache (it must not be dirty: `sync` after writing),
+/// and checks with an RWF_NOWAIT read that its middle page is gone (pages a process has
+/// mapped, such as those httpd sent from its mapping, stay).
+pub fn drop_cache(file: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    // SAFETY: fdatasync and posix_fadvise on an open fd with integer arguments.
+    unsafe {
+        libc::fdatasync(f.as_raw_fd());
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    let mut b = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: b.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over a live local buffer, an open fd.
+    let mid = (f.metadata().map_or(0, |m| m.len()) / 2) as libc::off_t;
+    let r = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, mid, libc::RWF_NOWAIT) };
+    assert!(
+        r < 0,
+        "{}: still in the page cache after DONTNEED",
+        file.display()
+    );
+}
+
+/// `httpd ctl status --json` through the control socket `control`.
+pub fn ctl_json(control: &Path) -> String {
+    let out = Command::new(bin("httpd"))
+        .args(["ctl", "status", "--json", "--control"])
+        .arg(control)
+        .output()
+        .expect("httpd ctl");
+    assert!(out.status.success(), "ctl status: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The integer after `"key":` in `json`, after the first `"within":` when given.
+pub fn json_int(json: &str, within: Option<&str>, key: &str) -> i64 {
+    let from = within
+        .and_then(|w| json.find(&format!("\"{w}\":")))
+        .unwrap_or(0);
+    let pat = format!("\"{key}\":");
+    let at = json[from..]
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + from
+        + pat.len();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().unwrap_or_else(|_| panic!("{key} in {json}"))
 }

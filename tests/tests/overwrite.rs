@@ -456,6 +456,11 @@ fn overwrite_scenario(extra: &[&str]) {
 }
 
 #[test]
+fn overwrite_in_place_async_sendfile() {
+    overwrite_scenario(&["--io", "async-sendfile"]);
+}
+
+#[test]
 fn overwrite_in_place_sendfile() {
     overwrite_scenario(&["--io", "sendfile"]);
 }
