@@ -18,37 +18,40 @@ pub(crate) const BACKEND_PORT: u16 = 18_083;
 const SMALL_FILES: usize = 1000;
 
 #[derive(Clone)]
-struct Scenario {
-    name: &'static str,
-    /// Paths requested (cycled), with their expected lengths.
-    paths: Vec<(String, usize)>,
-    connections: u32,
-    close: bool,
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    /// Paths requested (cycled, or at random), with their expected lengths.
+    pub(crate) paths: Vec<(String, usize)>,
+    pub(crate) connections: u32,
+    pub(crate) close: bool,
     /// Misses forwarded to the backend (an nginx `return 200`), compared with nginx proxy_pass.
-    upstream: bool,
+    pub(crate) upstream: bool,
     /// httpd runs with `--ebpf on` (the sk_msg fast path to the backend; root only).
-    ebpf: bool,
+    pub(crate) ebpf: bool,
     /// Check each body in Lua (small files). Large bodies are checked by total bytes instead:
     /// copying 64 MiB bodies into Lua strings would make wrk the bottleneck.
-    check_bodies: bool,
+    pub(crate) check_bodies: bool,
+    /// Each request picks a path at random (seeded: the same sequence for every server)
+    /// instead of cycling through them.
+    pub(crate) random: bool,
 }
 
 #[derive(Debug, Default, Clone)]
-struct Measure {
-    requests: u64,
-    bytes: u64,
-    errors: u64,
-    p50_us: f64,
-    p99_us: f64,
-    seconds: f64,
-    cpu_us: f64,
+pub(crate) struct Measure {
+    pub(crate) requests: u64,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) seconds: f64,
+    pub(crate) cpu_us: f64,
 }
 
 impl Measure {
-    fn rps(&self) -> f64 {
+    pub(crate) fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
-    fn mibs(&self) -> f64 {
+    pub(crate) fn mibs(&self) -> f64 {
         self.bytes as f64 / self.seconds / (1024.0 * 1024.0)
     }
     fn cpu_per_req(&self) -> f64 {
@@ -56,7 +59,7 @@ impl Measure {
     }
 }
 
-fn rng(seed: u64) -> impl FnMut() -> u64 {
+pub(crate) fn rng(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed | 1;
     move || {
         x ^= x << 13;
@@ -87,7 +90,8 @@ fn corpus(dir: &Path) -> Result<Vec<(String, usize)>> {
     Ok(files)
 }
 
-fn lua(s: &Scenario) -> String {
+/// The wrk script of `s`: requests its paths, checks every response.
+pub(crate) fn lua(s: &Scenario) -> String {
     let mut paths = String::new();
     let mut lens = String::new();
     for (p, l) in &s.paths {
@@ -110,6 +114,12 @@ end"#
         ""
     };
     let minlen = s.paths.iter().map(|(_, l)| *l).min().unwrap_or(0);
+    // Random order: seeded in each thread, so every server gets the same sequence.
+    let (seed, next) = if s.random {
+        ("math.randomseed(42)", "idx = math.random(#paths)")
+    } else {
+        ("", "idx = idx % #paths + 1")
+    };
     format!(
         r#"
 local paths = {{{paths}}}
@@ -118,13 +128,14 @@ local lens = {{{lens}}}
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
+  {seed}
   idx = math.random(#paths)
   bad = 0
   checked = 0
   bytes = 0
 end
 function request()
-  idx = idx % #paths + 1
+  {next}
   return wrk.format("GET", paths[idx])
 end
 {response}
@@ -181,7 +192,13 @@ pub(crate) fn pids_of(root: u32) -> Vec<u32> {
     pids
 }
 
-fn run_wrk(port: u16, s: &Scenario, script: &Path, seconds: u32, server: u32) -> Result<Measure> {
+pub(crate) fn run_wrk(
+    port: u16,
+    s: &Scenario,
+    script: &Path,
+    seconds: u32,
+    server: u32,
+) -> Result<Measure> {
     let pids = pids_of(server);
     let hz = clock_ticks_per_sec();
     let before = cpu_ticks(&pids);
@@ -295,6 +312,8 @@ pub(crate) fn start_httpd(
 pub(crate) enum NginxRole {
     /// Static files from the corpus.
     Static,
+    /// Static files, with `aio threads` (reads and sendfile in nginx's default thread pool).
+    StaticAioThreads,
     /// Static files, misses to the backend with proxy_pass and upstream keepalive.
     Proxy,
     /// The small fast app server behind both proxies.
@@ -306,6 +325,11 @@ pub(crate) enum NginxRole {
 pub(crate) fn start_nginx(dir: &Path, root: &Path, role: NginxRole) -> Result<Server> {
     let (name, port, server) = match role {
         NginxRole::Static => ("static", NGINX_PORT, format!("root {};", root.display())),
+        NginxRole::StaticAioThreads => (
+            "static-aio",
+            NGINX_PORT,
+            format!("root {};\n        aio threads;", root.display()),
+        ),
         NginxRole::Proxy => (
             "proxy",
             NGINX_PORT,
@@ -402,13 +426,20 @@ fn machine() -> String {
     )
 }
 
-pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<()> {
+pub fn bench(
+    seconds: u32,
+    output: Option<&Path>,
+    only: Option<&str>,
+    no_build: bool,
+) -> Result<()> {
     for tool in ["wrk", "nginx", "taskset"] {
         if !cmd::on_path(tool) && !Path::new("/usr/sbin").join(tool).exists() {
             bail!("{tool} not installed: run `cargo xtask setup`");
         }
     }
-    crate::build()?;
+    if !no_build {
+        crate::build()?;
+    }
     let root = cmd::root();
     let bin = root.join("target/release");
     let work: PathBuf = root.join("target/bench");
@@ -434,6 +465,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: false,
             ebpf: false,
             check_bodies: true,
+            random: false,
         },
         Scenario {
             name: "1,000 distinct files, 64 conns",
@@ -443,6 +475,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: false,
             ebpf: false,
             check_bodies: true,
+            random: false,
         },
         Scenario {
             name: "1 MiB file, 8 conns",
@@ -452,6 +485,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: false,
             ebpf: false,
             check_bodies: false,
+            random: false,
         },
         Scenario {
             name: "64 MiB file, 2 conns",
@@ -461,6 +495,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: false,
             ebpf: false,
             check_bodies: false,
+            random: false,
         },
         Scenario {
             name: "connection per request, small file",
@@ -470,6 +505,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: false,
             ebpf: false,
             check_bodies: true,
+            random: false,
         },
         Scenario {
             name: "forwarded small response, 64 conns",
@@ -479,6 +515,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: true,
             ebpf: false,
             check_bodies: true,
+            random: false,
         },
         Scenario {
             name: "forwarded 1 MiB response, 8 conns",
@@ -488,6 +525,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             upstream: true,
             ebpf: false,
             check_bodies: false,
+            random: false,
         },
     ];
     // The same forwarding scenarios with the eBPF fast path on (root only).
@@ -556,12 +594,39 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
         "Date: {}. Server pinned to CPU 0, wrk (1 thread) to CPU 1; httpd `--workers 1 --io sendfile`, nginx 1 worker with sendfile, open_file_cache, access log off. Forwarding scenarios: the backend is a third nginx (`return 200`, and the 1 MiB file) pinned to CPU 0 with the server; nginx proxies with `proxy_pass` and upstream keepalive; CPU is the proxy's own. Every response checked (status, length).\n",
         today()
     );
+    // Only sections that ran: `--only cold` or `--only tunnel` leave these tables empty.
+    if !rows.is_empty() {
+        server_tables(&rows, &mut md);
+    }
+    if only.is_none_or(|o| o.contains("tunnel")) {
+        let tunnels = crate::tunnel_bench::run(&bin, &work, &vhosts, seconds)?;
+        crate::tunnel_bench::markdown(&tunnels, &mut md);
+    }
+    let cold = crate::cold_bench::run(&bin, &work, seconds, only)?;
+    crate::cold_bench::markdown(&cold, &mut md);
+    println!("{md}");
+    if let Some(out) = output {
+        std::fs::write(out, &md).with_context(|| format!("write {}", out.display()))?;
+    }
+    let errors: u64 = rows
+        .iter()
+        .map(|(_, h, n)| h.errors + n.errors)
+        .sum::<u64>()
+        + cold.errors();
+    if errors > 0 {
+        bail!("{errors} responses failed the check");
+    }
+    Ok(())
+}
+
+/// The httpd-against-nginx table and its ratios.
+fn server_tables(rows: &[(&str, Measure, Measure)], md: &mut String) {
     let _ = writeln!(
         md,
         "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | CPU us/req | errors |"
     );
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
-    for (name, h, n) in &rows {
+    for (name, h, n) in rows {
         for (who, m) in [("httpd", h), ("nginx", n)] {
             let _ = writeln!(
                 md,
@@ -584,7 +649,7 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
         "| scenario | CPU/req ratio | req/s ratio | MiB/s ratio | p99 ratio |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
-    for (name, h, n) in &rows {
+    for (name, h, n) in rows {
         let _ = writeln!(
             md,
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -594,19 +659,6 @@ pub fn bench(seconds: u32, output: Option<&Path>, only: Option<&str>) -> Result<
             h.p99_us / n.p99_us.max(1e-9)
         );
     }
-    if only.is_none_or(|o| o.contains("tunnel")) {
-        let tunnels = crate::tunnel_bench::run(&bin, &work, &vhosts, seconds)?;
-        crate::tunnel_bench::markdown(&tunnels, &mut md);
-    }
-    println!("{md}");
-    if let Some(out) = output {
-        std::fs::write(out, &md).with_context(|| format!("write {}", out.display()))?;
-    }
-    let errors: u64 = rows.iter().map(|(_, h, n)| h.errors + n.errors).sum();
-    if errors > 0 {
-        bail!("{errors} responses failed the check");
-    }
-    Ok(())
 }
 
 fn today() -> String {

@@ -2,6 +2,8 @@
 
 mod bench;
 mod cmd;
+mod cold_bench;
+mod disk;
 mod ebpf;
 mod provenance;
 mod run;
@@ -55,9 +57,12 @@ enum Task {
         /// and webroot lookup cost against object count.
         #[arg(long)]
         mkroot_scale: bool,
-        /// Run only the scenarios whose name contains this text.
+        /// Run only the scenarios whose name contains this text (`cold` for the cold-read rows).
         #[arg(long)]
         only: Option<String>,
+        /// Use the binaries already in target/release instead of building the workspace first.
+        #[arg(long)]
+        no_build: bool,
     },
 }
 
@@ -79,8 +84,9 @@ fn main() -> Result<()> {
             seconds,
             output,
             only,
+            no_build,
             ..
-        } => bench::bench(seconds, output.as_deref(), only.as_deref()),
+        } => bench::bench(seconds, output.as_deref(), only.as_deref(), no_build),
     }
 }
 
