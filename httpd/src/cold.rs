@@ -98,9 +98,12 @@ pub fn resident(root: &Webroot, off: u64, max: u64, probe: &mut [u8]) -> u64 {
     pos - off
 }
 
-/// Reads `[off, off + len)` into the page cache (blocking: pool threads only). Returns the
-/// bytes read; fewer than `len` means the file ends early.
-fn warm(root: &Webroot, off: u64, len: u64, buf: &mut [u8]) -> io::Result<u64> {
+/// Reads `[off, off + len)` into the page cache (blocking: pool threads only), having asked the
+/// kernel for it and the `ahead` bytes after it at once (webroots are opened for random
+/// access, without readahead: this is where the reading ahead happens, off the loop). Returns
+/// the bytes read; fewer than `len` means the file ends early.
+fn warm(root: &Webroot, off: u64, len: u64, ahead: u64, buf: &mut [u8]) -> io::Result<u64> {
+    let _ = crate::sys::will_need_range(root.file(), off, len + ahead);
     let mut done = 0;
     while done < len {
         let want = (len - done).min(buf.len() as u64) as usize;
@@ -116,12 +119,19 @@ fn warm(root: &Webroot, off: u64, len: u64, buf: &mut [u8]) -> io::Result<u64> {
     Ok(done)
 }
 
-/// A cold read asked for by a connection.
-pub struct Task {
-    /// Held until the read is done: a webroot swapped meanwhile stays open (and leased).
+/// What a connection wants read in: `[off, off + len)` of `root`, and `ahead` bytes after it
+/// that the response goes on for (asked of the kernel at the same time).
+pub struct Want {
     pub root: Arc<Webroot>,
     pub off: u64,
     pub len: u64,
+    pub ahead: u64,
+}
+
+/// A cold read asked for by a connection.
+pub struct Task {
+    /// Held until the read is done: a webroot swapped meanwhile stays open (and leased).
+    want: Want,
     /// The connection's slab key in its worker, and the number of this read in the worker.
     pub conn: usize,
     pub serial: u64,
@@ -204,8 +214,9 @@ impl Pool {
                     }
                 }
             };
-            let got = warm(&task.root, task.off, task.len, &mut buf);
-            let ok = got.as_ref().is_ok_and(|&n| n == task.len);
+            let w = &task.want;
+            let got = warm(&w.root, w.off, w.len, w.ahead, &mut buf);
+            let ok = got.as_ref().is_ok_and(|&n| n == w.len);
             let s = &self.stats;
             s.cold_reads.fetch_add(1, Ordering::Relaxed);
             s.cold_bytes
@@ -214,7 +225,7 @@ impl Pool {
                 .fetch_add(task.queued.elapsed().as_micros() as u64, Ordering::Relaxed);
             s.cold_in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Err(e) = &got {
-                tracing::warn!("cold read of {}: {e}", task.root.path().display());
+                tracing::warn!("cold read of {}: {e}", w.root.path().display());
             }
             let Task {
                 conn, serial, done, ..
@@ -267,13 +278,11 @@ impl Reads {
         }
     }
 
-    /// Asks for `[off, off + len)` of `root` for connection `conn`; returns the read's serial.
-    pub fn submit(&mut self, conn: usize, root: Arc<Webroot>, off: u64, len: u64) -> u64 {
+    /// Asks for what connection `conn` wants; returns the read's serial.
+    pub fn submit(&mut self, conn: usize, want: Want) -> u64 {
         self.serial += 1;
         let t = Task {
-            root,
-            off,
-            len,
+            want,
             conn,
             serial: self.serial,
             done: self.done.clone(),

@@ -152,9 +152,7 @@ impl Conn {
     }
 
     /// The cold read this connection wants (see `OutQueue::take_cold_wanted`).
-    pub fn take_cold_wanted(
-        &mut self,
-    ) -> Option<(std::sync::Arc<httpd_common::webroot::Webroot>, u64, u64)> {
+    pub fn take_cold_wanted(&mut self) -> Option<crate::cold::Want> {
         self.out.take_cold_wanted()
     }
 

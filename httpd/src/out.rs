@@ -55,8 +55,9 @@ pub enum Flushed {
 enum ColdRead {
     #[default]
     None,
-    /// To be asked of the read threads: `[off, off + len)` of the webroot.
-    Wanted(Arc<Webroot>, u64, u64),
+    /// To be asked of the read threads: `[off, off + len)` of the webroot, and how many bytes
+    /// after it the response goes on for (started in the background).
+    Wanted(Arc<Webroot>, u64, u64, u64),
     /// Asked; its serial.
     Waiting(u64),
     /// It failed (read error, or the file ended early): the response is cut.
@@ -166,9 +167,14 @@ impl OutQueue {
     }
 
     /// The cold read this queue wants, to hand to the read threads.
-    pub fn take_cold_wanted(&mut self) -> Option<(Arc<Webroot>, u64, u64)> {
+    pub fn take_cold_wanted(&mut self) -> Option<crate::cold::Want> {
         match std::mem::take(&mut self.cold) {
-            ColdRead::Wanted(root, off, len) => Some((root, off, len)),
+            ColdRead::Wanted(root, off, len, ahead) => Some(crate::cold::Want {
+                root,
+                off,
+                len,
+                ahead,
+            }),
             other => {
                 self.cold = other;
                 None
@@ -249,7 +255,7 @@ impl OutQueue {
             let res = if n > 0 {
                 sys::sendv(sock, &bufs[..n], next_is_file && io.zero_copy())
             } else if let Some((root, off, len)) = cold {
-                self.cold = ColdRead::Wanted(root, off, len);
+                self.cold = ColdRead::Wanted(root, off, len, 0);
                 return Ok(Flushed::Cold);
             } else {
                 match self.write_file_front(sock, io, probe) {
@@ -286,7 +292,8 @@ impl OutQueue {
                     count = crate::cold::resident(root, *off, count.min(HOT_AHEAD), probe);
                     if count == 0 {
                         let want = (*len).min(crate::cold::WARM_CHUNK);
-                        self.cold = ColdRead::Wanted(root.clone(), *off, want);
+                        let ahead = (*len - want).min(crate::cold::WARM_CHUNK);
+                        self.cold = ColdRead::Wanted(root.clone(), *off, want, ahead);
                         return None;
                     }
                 }

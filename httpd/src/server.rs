@@ -56,6 +56,10 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     let registry = Registry::new(&vhosts_dir, logs.clone());
     registry.preload.store(args.preload, Ordering::Relaxed);
+    registry.random_access.store(
+        args.io == crate::out::IoModel::AsyncSendfile,
+        Ordering::Relaxed,
+    );
     // HTTPD_NO_LEASES (tests only): show that even without leases a write in place cannot
     // fault httpd (bodies reach sockets through syscalls only).
     if std::env::var_os("HTTPD_NO_LEASES").is_none() {

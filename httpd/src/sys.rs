@@ -69,9 +69,15 @@ pub fn read_nowait(file: &impl AsRawFd, buf: &mut [u8], offset: u64) -> io::Resu
 /// posix_fadvise(WILLNEED) over `len` bytes: the kernel starts reading them into the page cache
 /// (no page of a mapping is touched, so a file truncated meanwhile cannot fault us).
 pub fn will_need(file: &impl AsRawFd, len: u64) -> io::Result<()> {
+    will_need_range(file, 0, len)
+}
+
+/// posix_fadvise(WILLNEED) over `[offset, offset + len)`: the kernel starts reading them.
+pub fn will_need_range(file: &impl AsRawFd, offset: u64, len: u64) -> io::Result<()> {
+    let off = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
     // SAFETY: plain syscall on a borrowed open fd with integer arguments.
-    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len, libc::POSIX_FADV_WILLNEED) };
+    let r = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
     if r != 0 {
         return Err(io::Error::from_raw_os_error(r));
     }

@@ -146,6 +146,10 @@ pub struct Registry {
     settings: Mutex<std::collections::BTreeMap<String, crate::config::HostSettings>>,
     /// Fault every webroot into memory when it is loaded (`--preload`).
     pub preload: std::sync::atomic::AtomicBool,
+    /// Open webroots for random access, no kernel readahead (`--io async-sendfile`: the
+    /// read threads read in what a response needs, and readahead started by a send would run
+    /// on the event loop).
+    pub random_access: std::sync::atomic::AtomicBool,
     table: Mutex<Arc<HostTable>>,
     generation: AtomicU64,
     state: Mutex<ScanState>,
@@ -186,6 +190,7 @@ impl Registry {
             dir: dir.to_path_buf(),
             settings: Mutex::new(Default::default()),
             preload: std::sync::atomic::AtomicBool::new(false),
+            random_access: std::sync::atomic::AtomicBool::new(false),
             table: Mutex::new(Arc::new(HostTable::default())),
             generation: AtomicU64::new(0),
             state: Mutex::new(ScanState::default()),
@@ -355,6 +360,11 @@ impl Registry {
                              by rename",
                             path.display()
                         );
+                    }
+                    if self.random_access.load(Ordering::Relaxed)
+                        && let Err(e) = root.advise_random()
+                    {
+                        tracing::debug!("vhost {name}: advise random access: {e}");
                     }
                     if self.preload.load(Ordering::Relaxed) {
                         let mib = preload(&root);

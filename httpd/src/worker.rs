@@ -356,9 +356,9 @@ impl LoopState {
             return;
         }
         if let Some(reads) = self.reads.as_mut()
-            && let Some((root, off, len)) = conn.take_cold_wanted()
+            && let Some(want) = conn.take_cold_wanted()
         {
-            conn.cold_waiting(reads.submit(key, root, off, len));
+            conn.cold_waiting(reads.submit(key, want));
         }
         if conn.ticking && !self.ticking.contains(&key) {
             self.ticking.push(key);

@@ -615,6 +615,23 @@ impl Webroot {
         self.map.as_ref()?.get(s..e)
     }
 
+    /// Tells the kernel this file is read at random: no readahead around reads or faults
+    /// (`posix_fadvise(RANDOM)` on the file, `madvise(RANDOM)` on the mapping). For a server
+    /// that reads in what it needs itself.
+    pub fn advise_random(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if let Some(m) = &self.map {
+            m.advise(memmap2::Advice::Random)?;
+        }
+        // SAFETY: posix_fadvise with integer arguments on a descriptor this File owns.
+        let r =
+            unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        if r != 0 {
+            return Err(std::io::Error::from_raw_os_error(r));
+        }
+        Ok(())
+    }
+
     /// One word per 4 KiB page of the file, zero at first, for the server's own use: httpd
     /// stamps in them when it last saw each page in the page cache, so that a hot page is not
     /// asked about again at every hit. Allocated at the first call.
