@@ -203,6 +203,11 @@ impl Pool {
     }
 
     fn serve(&self) {
+        // A read thread only waits for the disk and hands the result on: it must not preempt
+        // a busy worker when its read completes (SCHED_BATCH: no wakeup preemption, same share).
+        if let Err(e) = crate::sys::batch_scheduling() {
+            tracing::debug!("cold read thread: SCHED_BATCH: {e}");
+        }
         let mut buf = vec![0u8; READ_PIECE];
         loop {
             let task = {

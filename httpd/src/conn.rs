@@ -102,6 +102,9 @@ pub struct Conn {
     drained: bool,
     /// A spliced tunnel is draining: the worker drives this connection again soon.
     pub ticking: bool,
+    /// Its last flush stopped at the write budget: the worker drives it again at the next
+    /// turn, after a poll that does not wait.
+    pub yielded: bool,
 }
 
 fn cut(v: &[u8]) -> Vec<u8> {
@@ -194,6 +197,7 @@ impl Conn {
             read_to_end: true,
             drained: false,
             ticking: false,
+            yielded: false,
         }
     }
 
@@ -218,6 +222,7 @@ impl Conn {
             self.last_active = ctx.now;
         }
         self.ticking = false;
+        self.yielded = false;
         match readable {
             Readable::No | Readable::Tick => {}
             Readable::Yes => self.want_read = true,
@@ -249,6 +254,12 @@ impl Conn {
             match self.out.flush(&self.sock, ctx.io, ctx.probe) {
                 Ok(Flushed::All | Flushed::Cold) => self.blocked_on_write = false,
                 Ok(Flushed::Full) => self.blocked_on_write = true,
+                Ok(Flushed::Budget) => {
+                    // The rest at the worker's next turn, after its other connections.
+                    self.blocked_on_write = false;
+                    self.yielded = true;
+                    return true;
+                }
                 Err(_) => return false,
             }
             progress |= self.out.pending() != before;

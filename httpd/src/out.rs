@@ -32,6 +32,10 @@ pub const SMALL_REGION: u64 = 32 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// `async-sendfile`: most bytes looked up in the page stamps before one sendfile call.
 const HOT_AHEAD: u64 = 4 * 1024 * 1024;
+/// At most this many bytes per flush: one large body cannot hold the worker for longer than
+/// its share (a sendfile of 4 MiB into a loopback socket runs for milliseconds, and every other
+/// connection of the worker waits that long). nginx's `sendfile_max_chunk` is the same idea.
+pub const FLUSH_BUDGET: u64 = 512 * 1024;
 
 impl IoModel {
     fn zero_copy(self) -> bool {
@@ -48,6 +52,9 @@ pub enum Flushed {
     Full,
     /// The next bytes are not in the page cache: a cold read is wanted or running.
     Cold,
+    /// This flush wrote its budget and more is queued: let the worker's other connections
+    /// have a turn, then flush again (no event will say so: the socket may not fill).
+    Budget,
 }
 
 /// A connection's cold read (`--io async-sendfile`).
@@ -218,7 +225,11 @@ impl OutQueue {
             _ => return Ok(Flushed::Cold),
         }
         let nowait = io == IoModel::AsyncSendfile;
+        let mut budget = FLUSH_BUDGET;
         while !self.items.is_empty() {
+            if budget == 0 {
+                return Ok(Flushed::Budget);
+            }
             // Gather the leading in-memory pieces (and small or mmap regions) into one sendmsg.
             let mut bufs: [&[u8]; 64] = [&[]; 64];
             let mut n = 0;
@@ -258,14 +269,17 @@ impl OutQueue {
                 self.cold = ColdRead::Wanted(root, off, len, 0);
                 return Ok(Flushed::Cold);
             } else {
-                match self.write_file_front(sock, io, probe) {
+                match self.write_file_front(sock, io, probe, budget) {
                     Some(r) => r,
                     None => return Ok(Flushed::Cold),
                 }
             };
             match res {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(k) => self.consume(k),
+                Ok(k) => {
+                    self.consume(k);
+                    budget = budget.saturating_sub(k as u64);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -280,13 +294,14 @@ impl OutQueue {
         sock: &impl AsRawFd,
         io: IoModel,
         probe: &mut [u8],
+        budget: u64,
     ) -> Option<io::Result<usize>> {
         let Some(Item::Region { root, off, len }) = self.items.front() else {
             return Some(Ok(0));
         };
         match io {
             IoModel::Sendfile | IoModel::AsyncSendfile => {
-                let mut count = (*len).min(1 << 30);
+                let mut count = (*len).min(budget);
                 if io == IoModel::AsyncSendfile {
                     // Send what is cached; read in the rest, a chunk at a time.
                     count = crate::cold::resident(root, *off, count.min(HOT_AHEAD), probe);

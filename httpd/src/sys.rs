@@ -66,6 +66,14 @@ pub fn read_nowait(file: &impl AsRawFd, buf: &mut [u8], offset: u64) -> io::Resu
     check(unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) })
 }
 
+/// Puts the calling thread in SCHED_BATCH: it keeps its share of the CPU but does not preempt
+/// the running thread when it wakes up.
+pub fn batch_scheduling() -> io::Result<()> {
+    let p = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (0) with a valid sched_param.
+    check_zero(unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &p) })
+}
+
 /// posix_fadvise(WILLNEED) over `len` bytes: the kernel starts reading them into the page cache
 /// (no page of a mapping is touched, so a file truncated meanwhile cannot fault us).
 pub fn will_need(file: &impl AsRawFd, len: u64) -> io::Result<()> {

@@ -86,6 +86,7 @@ impl Worker {
             stats: shared.stats.clone(),
             nl,
             ticking: Vec::new(),
+            yielded: Vec::new(),
             spliced: Vec::new(),
             retired_recent: Default::default(),
             retired_held: Vec::new(),
@@ -105,7 +106,9 @@ impl Worker {
         loop {
             // A spliced tunnel draining after a FIN is polled every millisecond (the kernel
             // sends no event when its queue empties); otherwise wake twice a second.
-            let wait = if !st.ticking.is_empty() {
+            let wait = if !st.yielded.is_empty() {
+                Duration::ZERO
+            } else if !st.ticking.is_empty() {
                 Duration::from_millis(1)
             } else if !st.spliced.is_empty() {
                 SPLICE_CHECK
@@ -173,7 +176,8 @@ impl Worker {
             if woken {
                 st.cold_finished(&self.poll, &shared, &limits, now);
             }
-            for key in std::mem::take(&mut st.ticking) {
+            let again = std::mem::take(&mut st.yielded);
+            for key in again.into_iter().chain(std::mem::take(&mut st.ticking)) {
                 st.drive(
                     &self.poll,
                     &shared,
@@ -273,6 +277,9 @@ struct LoopState {
     nl: usize,
     /// Connections to drive again at the next turn (spliced tunnels draining).
     ticking: Vec<usize>,
+    /// Connections that wrote their flush budget and have more: driven again at the next
+    /// turn, after a poll that does not wait.
+    yielded: Vec<usize>,
     /// Connections whose tunnel is spliced in the kernel (checked every SPLICE_CHECK).
     spliced: Vec<usize>,
     /// Closed connections' sendfile webroots, oldest first (see [`Retired`]).
@@ -359,6 +366,9 @@ impl LoopState {
             && let Some(want) = conn.take_cold_wanted()
         {
             conn.cold_waiting(reads.submit(key, want));
+        }
+        if conn.yielded && !self.yielded.contains(&key) {
+            self.yielded.push(key);
         }
         if conn.ticking && !self.ticking.contains(&key) {
             self.ticking.push(key);

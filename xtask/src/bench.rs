@@ -430,6 +430,7 @@ pub fn bench(
     seconds: u32,
     output: Option<&Path>,
     only: Option<&str>,
+    io: &str,
     no_build: bool,
 ) -> Result<()> {
     for tool in ["wrk", "nginx", "taskset"] {
@@ -556,7 +557,7 @@ pub fn bench(
             None
         };
         let h = {
-            let _srv = start_httpd(&bin, &vhosts, "sendfile", s.ebpf, &[])?;
+            let _srv = start_httpd(&bin, &vhosts, io, s.ebpf, &[])?;
             let srv_pid = _srv.0.id();
             // Warm up, then measure.
             run_wrk(HTTPD_PORT, s, &script, 1, srv_pid)?;
@@ -591,7 +592,7 @@ pub fn bench(
     );
     let _ = writeln!(
         md,
-        "Date: {}. Server pinned to CPU 0, wrk (1 thread) to CPU 1; httpd `--workers 1 --io sendfile`, nginx 1 worker with sendfile, open_file_cache, access log off. Forwarding scenarios: the backend is a third nginx (`return 200`, and the 1 MiB file) pinned to CPU 0 with the server; nginx proxies with `proxy_pass` and upstream keepalive; CPU is the proxy's own. Every response checked (status, length).\n",
+        "Date: {}. Server pinned to CPU 0, wrk (1 thread) to CPU 1; httpd `--workers 1 --io {io}`, nginx 1 worker with sendfile, open_file_cache, access log off. Forwarding scenarios: the backend is a third nginx (`return 200`, and the 1 MiB file) pinned to CPU 0 with the server; nginx proxies with `proxy_pass` and upstream keepalive; CPU is the proxy's own. Every response checked (status, length).\n",
         today()
     );
     // Only sections that ran: `--only cold` or `--only tunnel` leave these tables empty.

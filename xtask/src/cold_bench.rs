@@ -137,6 +137,9 @@ struct Row {
     disk_bytes: u64,
     /// Page cache of the served files right after the drop: (cached, total) bytes.
     cached: (u64, u64),
+    /// Time the server's event-loop threads waited for the disk in phase B, in ms (None
+    /// without delay accounting).
+    loop_wait_ms: Option<f64>,
 }
 
 struct ShapeResult {
@@ -200,6 +203,16 @@ pub(crate) fn run(bin: &Path, work: &Path, seconds: u32, only: Option<&str>) -> 
         section.disk,
         throttle.path().display()
     );
+    // Delay accounting shows directly whether a server's event loop waited for the disk.
+    let acct = match disk::DelayAcct::on() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            let note = format!("no delay accounting ({e:#}): loop waits not measured");
+            eprintln!("xtask bench: cold: {note}");
+            section.notes.push(note);
+            None
+        }
+    };
     let contenders = contenders(bin, &mut section.notes)?;
     for name in names {
         let shape = prepare(name, &dir, bin, seconds, &mut section.notes)?;
@@ -211,6 +224,7 @@ pub(crate) fn run(bin: &Path, work: &Path, seconds: u32, only: Option<&str>) -> 
                 bin,
                 &throttle,
                 seconds,
+                acct.is_some(),
                 &mut section.notes,
             )?);
         }
@@ -394,6 +408,7 @@ fn measure(
     bin: &Path,
     throttle: &Throttle,
     seconds: u32,
+    acct: bool,
     notes: &mut Vec<String>,
 ) -> Result<Row> {
     let hot_script = shape.dir.join("hot.lua");
@@ -415,6 +430,7 @@ fn measure(
     let cached = disk::cached_bytes(&served)?;
     check_cold(shape.name, c, cached, notes);
     let before = throttle.read_bytes()?;
+    let waited = disk::loop_io_wait_ticks(&pids);
     let (during, cold) = hot_and_cold(
         port,
         pid,
@@ -423,6 +439,10 @@ fn measure(
         (&cold_s, &cold_script),
     )?;
     let disk_bytes = throttle.read_bytes()?.saturating_sub(before);
+    let loop_wait_ms = acct.then(|| {
+        let ticks = disk::loop_io_wait_ticks(&pids).saturating_sub(waited);
+        ticks as f64 * 1000.0 / crate::bench::clock_ticks_per_sec()
+    });
     drop(srv);
     let row = Row {
         server: c.label(),
@@ -431,6 +451,7 @@ fn measure(
         cold,
         disk_bytes,
         cached,
+        loop_wait_ms,
     };
     progress(shape.name, &row, &pids);
     Ok(row)
@@ -490,7 +511,7 @@ fn mib(bytes: u64) -> f64 {
 
 fn progress(shape: &str, r: &Row, pids: &[u32]) {
     eprintln!(
-        "xtask bench: {shape}: {}: hot alone {:.0} req/s p99 {:.2} ms; during cold {:.0} req/s p50 {:.2} ms p99 {:.2} ms ({:.2}); cold {:.1} MiB/s, {} responses; disk {:.1} MiB by pids {pids:?}; cached after drop {:.1}/{:.1} MiB",
+        "xtask bench: {shape}: {}: hot alone {:.0} req/s p99 {:.2} ms; during cold {:.0} req/s p50 {:.2} ms p99 {:.2} ms ({:.2}); cold {:.1} MiB/s, {} responses; disk {:.1} MiB by pids {pids:?}; cached after drop {:.1}/{:.1} MiB; loop waited on disk {:?} ms",
         r.server,
         r.alone.rps(),
         r.alone.p99_us / 1000.0,
@@ -502,7 +523,8 @@ fn progress(shape: &str, r: &Row, pids: &[u32]) {
         r.cold.requests,
         mib(r.disk_bytes),
         mib(r.cached.0),
-        mib(r.cached.1)
+        mib(r.cached.1),
+        r.loop_wait_ms
     );
 }
 
@@ -521,7 +543,7 @@ pub(crate) fn markdown(s: &Section, md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "\nCold reads: does one cold disk read stall a server's worker? One worker per server on CPU 0, its processes in a cgroup reading the corpus's disk ({}, read_ahead_kb {}) at {} MiB/s and {READ_IOPS} reads/s at most. Hot: wrk -c{HOT_CONNS} on a {HOT_LEN}-byte file, alone, then during cold downloads (wrk -c{COLD_CONNS}) after the page cache of the served files was dropped (POSIX_FADV_DONTNEED; httpd's webroot, nginx's files). Ratio: hot req/s during / alone. nginx: sendfile, no aio, or `aio threads` (default pool).",
+        "\nCold reads: does one cold disk read stall a server's worker? One worker per server on CPU 0, its processes in a cgroup reading the corpus's disk ({}, read_ahead_kb {}) at {} MiB/s and {READ_IOPS} reads/s at most. Hot: wrk -c{HOT_CONNS} on a {HOT_LEN}-byte file, alone, then during cold downloads (wrk -c{COLD_CONNS}) after the page cache of the served files was dropped (POSIX_FADV_DONTNEED; httpd's webroot, nginx's files). Ratio: hot req/s during / alone. Loop waited on disk: the time the server's event-loop thread (httpd's worker, nginx's worker process) spent waiting for block I/O during the cold phase, from the kernel's delay accounting (`kernel.task_delayacct`; 10 ms resolution): read threads, which wait by design, not counted. nginx: sendfile, no aio, or `aio threads` (default pool).",
         s.disk,
         s.read_ahead_kb
             .map_or_else(|| "unknown".to_string(), |k| k.to_string()),
@@ -543,13 +565,13 @@ fn shape_table(shape: &ShapeResult, md: &mut String) {
     );
     let _ = writeln!(
         md,
-        "| server | hot alone | hot during cold downloads | ratio | cold MiB/s |"
+        "| server | hot alone | hot during cold downloads | ratio | cold MiB/s | loop waited on disk |"
     );
-    let _ = writeln!(md, "|---|---|---|---:|---:|");
+    let _ = writeln!(md, "|---|---|---|---:|---:|---:|");
     for r in &shape.rows {
         let _ = writeln!(
             md,
-            "| {} | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms | {:.2} | {:.1} |",
+            "| {} | {:.0} req/s, p99 {:.2} ms | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms | {:.2} | {:.1} | {} |",
             r.server,
             r.alone.rps(),
             r.alone.p99_us / 1000.0,
@@ -557,7 +579,9 @@ fn shape_table(shape: &ShapeResult, md: &mut String) {
             r.during.p50_us / 1000.0,
             r.during.p99_us / 1000.0,
             ratio(r),
-            r.cold.mibs()
+            r.cold.mibs(),
+            r.loop_wait_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.0} ms"))
         );
     }
     // The throttle at work: what each server's processes asked of the disk in phase B. v1

@@ -272,3 +272,64 @@ fn resident_pages(file: &File, len: u64, page: u64) -> std::io::Result<u64> {
     }
     Ok(vec.iter().filter(|&&b| b & 1 == 1).count() as u64)
 }
+
+/// Per-task delay accounting (`kernel.task_delayacct`) on while this lives, back to what it
+/// was on drop: the kernel then counts, per thread, the time spent waiting for block I/O
+/// (field 42 of /proc/PID/task/TID/stat).
+pub(crate) struct DelayAcct {
+    old: String,
+}
+
+const DELAYACCT: &str = "/proc/sys/kernel/task_delayacct";
+
+impl DelayAcct {
+    pub(crate) fn on() -> Result<DelayAcct> {
+        let old =
+            std::fs::read_to_string(DELAYACCT).with_context(|| format!("read {DELAYACCT}"))?;
+        write_file(Path::new(DELAYACCT), "1")?;
+        Ok(DelayAcct {
+            old: old.trim().to_string(),
+        })
+    }
+}
+
+impl Drop for DelayAcct {
+    fn drop(&mut self) {
+        let _ = std::fs::write(DELAYACCT, &self.old);
+    }
+}
+
+/// Clock ticks the event-loop threads of processes `pids` have waited for block I/O (delay
+/// accounting must be on): httpd's `worker-N` threads and each process's main thread (an
+/// nginx worker's loop). Read threads (httpd's `cold-N`, nginx's thread pool) wait by design
+/// and are not counted.
+pub(crate) fn loop_io_wait_ticks(pids: &[u32]) -> u64 {
+    let mut ticks = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            // "TID (COMM) STATE ...": the name may hold spaces; fields count from STATE (3).
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let is_loop =
+                head.contains("(worker-") || t.file_name().to_str() == Some(&pid.to_string());
+            if !is_loop {
+                continue;
+            }
+            if let Some(v) = rest
+                .split_whitespace()
+                .nth(42 - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                ticks += v;
+            }
+        }
+    }
+    ticks
+}

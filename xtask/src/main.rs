@@ -63,6 +63,9 @@ enum Task {
         /// Use the binaries already in target/release instead of building the workspace first.
         #[arg(long)]
         no_build: bool,
+        /// httpd's I/O model in the server rows (the cold rows measure each model).
+        #[arg(long, default_value = "async-sendfile")]
+        io: String,
     },
 }
 
@@ -85,8 +88,9 @@ fn main() -> Result<()> {
             output,
             only,
             no_build,
+            io,
             ..
-        } => bench::bench(seconds, output.as_deref(), only.as_deref(), no_build),
+        } => bench::bench(seconds, output.as_deref(), only.as_deref(), &io, no_build),
     }
 }
 
