@@ -1,23 +1,26 @@
 //! Cold reads (`--io async-sendfile`): the bytes of a response that are not in the page cache
-//! are read in by a small pool of threads before the worker sends them, so a worker's event
-//! loop never waits for the disk while its other connections wait for it.
+//! are sent by a small pool of threads, so a worker's event loop never waits for the disk while
+//! its other connections wait for it.
 //!
 //! - Detection: one relaxed load per 4 KiB page (the webroot's page stamps: when httpd last saw
 //!   the page cached); a page not seen in the last [`FRESH_MS`] is asked about with
 //!   `preadv2(RWF_NOWAIT)`, which copies what is cached and stops at the first page that is not,
 //!   never waiting. A hot hit therefore costs no syscall of its own.
-//! - Waiting: the connection asks for at most [`WARM_CHUNK`] bytes at a time; a pool thread
-//!   reads them with pread (the page cache keeps them), stamps their pages and tells the
-//!   worker through its waker (an eventfd in the same epoll set). The connection then sends
-//!   them with sendfile or sendmsg as a hot hit would.
-//! - Bounds: [`PER_WORKER`] reads queued or running per worker (more wait in the worker's
-//!   backlog, in order), `--io-threads` reads at once in all, one [`READ_PIECE`] buffer per
-//!   thread. A connection has at most one read queued, and the queue is first in, first out:
-//!   a large cold object advances one chunk per turn and cannot starve the others.
+//! - Waiting: the connection hands at most [`COLD_CHUNK`] bytes at a time to the pool; a
+//!   thread asks the kernel for them (and the chunk after) at once, then sends them itself
+//!   with sendfile on a duplicate of the client's socket, waiting for the disk where the loop
+//!   would have, and tells the worker what it sent through its waker (an eventfd in the same
+//!   epoll set). The rest of that region goes the same way: pages read in are not trusted to
+//!   stay cached (a proactive reclaimer such as DAMON may evict a page milliseconds after it was
+//!   read), so the loop never sends bytes that only just came from the disk.
+//! - Bounds: [`PER_WORKER`] sends queued or running per worker (more wait in the worker's
+//!   backlog, in order), `--io-threads` at once in all, no buffer (sendfile copies nothing).
+//!   A connection has at most one send queued, and the queue is first in, first out: a large
+//!   cold object advances one chunk per turn and cannot starve the others.
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -28,17 +31,17 @@ use crate::stats::Stats;
 
 /// Page size of the stamps (and of the page cache).
 const PAGE: u64 = 4096;
-/// How long a page seen in the page cache is taken to still be there. A page sent or read in
-/// that recently is near the head of the LRU lists; evicting it that fast takes a machine
-/// already thrashing, and then costs one blocking read, as before.
-pub const FRESH_MS: u32 = 1000;
+/// How long a page seen in the page cache is taken to still be there. Short, because page
+/// cache does not stay put even with memory free: on this VM a proactive reclaimer (DAMON
+/// `pageout`, run every 5 s) evicted pages 600 ms after httpd had seen them cached, and a
+/// sendfile of such a page waited 250-390 ms behind the throttled disk in the cold bench. A page
+/// in use is stamped again at every send, so only pages idle this long are asked about again.
+pub const FRESH_MS: u32 = 100;
 /// Most bytes one RWF_NOWAIT probe copies (the worker's probe buffer).
 pub const PROBE_MAX: usize = 64 * 1024;
-/// Most bytes read in per cold read: a 64 MiB body that is partly cached waits only for its
-/// cold megabytes, one at a time, and other cold objects get their turn between them.
-pub const WARM_CHUNK: u64 = 1024 * 1024;
-/// A pool thread reads a chunk in pieces of this size (its only buffer).
-const READ_PIECE: usize = 256 * 1024;
+/// Most bytes sent per cold send: a 64 MiB body that is partly cached waits only for its cold
+/// megabytes, one at a time, and other cold objects get their turn between them.
+pub const COLD_CHUNK: u64 = 1024 * 1024;
 /// Reads one worker may have queued or running; the rest wait in its backlog.
 pub const PER_WORKER: usize = 64;
 
@@ -63,6 +66,32 @@ fn stamp(stamps: &[AtomicU32], off: u64, n: u64, now: u32) {
     for s in stamps.iter().take(last + 1).skip(first) {
         s.store(now, Ordering::Relaxed);
     }
+}
+
+/// Marks the pages of `[off, off + n)` of `root` as seen cached now (they were just sent).
+pub fn sent(root: &Webroot, off: u64, n: u64) {
+    stamp(root.page_stamps(), off, n, now_ms());
+}
+
+/// How many bytes from `off` (at most `max`) were seen cached in the last [`FRESH_MS`], from
+/// the stamps alone (no syscall). Large regions are sent from the loop only this far: anything
+/// else goes to the cold-send threads, which find out by sending.
+pub fn fresh_len(root: &Webroot, off: u64, max: u64) -> u64 {
+    let stamps = root.page_stamps();
+    let now = now_ms();
+    let end = off + max;
+    let mut pos = off;
+    while pos < end {
+        let page = (pos / PAGE) as usize;
+        if !stamps
+            .get(page)
+            .is_some_and(|s| fresh(s.load(Ordering::Relaxed), now))
+        {
+            break;
+        }
+        pos = ((page as u64 + 1) * PAGE).min(end);
+    }
+    pos - off
 }
 
 /// How many bytes from `off` (at most `max`) are in the page cache: known from the stamps, or
@@ -98,34 +127,58 @@ pub fn resident(root: &Webroot, off: u64, max: u64, probe: &mut [u8]) -> u64 {
     pos - off
 }
 
-/// Reads `[off, off + len)` into the page cache (blocking: pool threads only), having asked the
-/// kernel for it and the `ahead` bytes after it at once (webroots are opened for random
-/// access, without readahead: this is where the reading ahead happens, off the loop). Returns
-/// the bytes read; fewer than `len` means the file ends early.
-fn warm(root: &Webroot, off: u64, len: u64, ahead: u64, buf: &mut [u8]) -> io::Result<u64> {
-    let _ = crate::sys::will_need_range(root.file(), off, len + ahead);
-    let mut done = 0;
-    while done < len {
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let n = match root.file().read_at(&mut buf[..want], off + done) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        stamp(root.page_stamps(), off + done, n as u64, now_ms());
-        done += n as u64;
-    }
-    Ok(done)
+/// How a cold send ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// All of it went.
+    Sent,
+    /// The socket filled first: the rest waits for the client.
+    Full,
+    /// A read error, the file ended early or the client is gone: the response is cut.
+    Failed,
 }
 
-/// What a connection wants read in: `[off, off + len)` of `root`, and `ahead` bytes after it
-/// that the response goes on for (asked of the kernel at the same time).
+/// Sends `[off, off + len)` of the webroot to the socket (blocking on the disk: pool threads
+/// only), having asked the kernel for it and the `ahead` bytes after it at once (webroots are
+/// opened for random access, without readahead: this is where the reading ahead happens, off
+/// the loop). The socket is non-blocking: a full one ends the send early.
+fn send_cold(w: &Want) -> (u64, Outcome) {
+    let _ = crate::sys::will_need_range(w.root.file(), w.off, w.len + w.ahead);
+    let mut done = 0;
+    while done < w.len {
+        let want = (w.len - done) as usize;
+        match crate::sys::sendfile(&w.sock, w.root.file(), w.off + done, want) {
+            Ok(0) => {
+                tracing::warn!(
+                    "cold send of {}: the file ended early",
+                    w.root.path().display()
+                );
+                return (done, Outcome::Failed);
+            }
+            Ok(n) => {
+                sent(&w.root, w.off + done, n as u64);
+                done += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (done, Outcome::Full),
+            Err(e) => {
+                tracing::debug!("cold send of {}: {e}", w.root.path().display());
+                return (done, Outcome::Failed);
+            }
+        }
+    }
+    (done, Outcome::Sent)
+}
+
+/// What a connection hands to the pool: `[off, off + len)` of `root` for `sock` (a duplicate
+/// of the client's socket), and `ahead` bytes after it that the response goes on for (asked of
+/// the kernel at the same time).
 pub struct Want {
     pub root: Arc<Webroot>,
     pub off: u64,
     pub len: u64,
     pub ahead: u64,
+    pub sock: OwnedFd,
 }
 
 /// A cold read asked for by a connection.
@@ -144,8 +197,9 @@ pub struct Task {
 pub struct Finished {
     pub conn: usize,
     pub serial: u64,
-    /// False: the read failed or the file ended early (the response is cut).
-    pub ok: bool,
+    /// Bytes sent to the client.
+    pub sent: u64,
+    pub outcome: Outcome,
 }
 
 /// A worker's completion list: pool threads append and wake the worker's loop.
@@ -178,7 +232,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The read threads, shared by all workers.
+/// The cold-send threads, shared by all workers.
 pub struct Pool {
     queue: Mutex<VecDeque<Task>>,
     ready: Condvar,
@@ -186,7 +240,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts `threads` read threads (named `cold-N`).
+    /// Starts `threads` cold-send threads (named `cold-N`).
     pub fn start(threads: usize, stats: Arc<Stats>) -> io::Result<Arc<Pool>> {
         let pool = Arc::new(Pool {
             queue: Mutex::new(VecDeque::new()),
@@ -203,12 +257,11 @@ impl Pool {
     }
 
     fn serve(&self) {
-        // A read thread only waits for the disk and hands the result on: it must not preempt
-        // a busy worker when its read completes (SCHED_BATCH: no wakeup preemption, same share).
+        // A cold-send thread mostly waits for the disk: it must not preempt a busy worker
+        // when its read completes (SCHED_BATCH: no wakeup preemption, same share).
         if let Err(e) = crate::sys::batch_scheduling() {
             tracing::debug!("cold read thread: SCHED_BATCH: {e}");
         }
-        let mut buf = vec![0u8; READ_PIECE];
         loop {
             let task = {
                 let mut q = lock(&self.queue);
@@ -219,24 +272,29 @@ impl Pool {
                     }
                 }
             };
-            let w = &task.want;
-            let got = warm(&w.root, w.off, w.len, w.ahead, &mut buf);
-            let ok = got.as_ref().is_ok_and(|&n| n == w.len);
+            let (sent, outcome) = send_cold(&task.want);
             let s = &self.stats;
             s.cold_reads.fetch_add(1, Ordering::Relaxed);
-            s.cold_bytes
-                .fetch_add(*got.as_ref().unwrap_or(&0), Ordering::Relaxed);
+            s.cold_bytes.fetch_add(sent, Ordering::Relaxed);
             s.cold_wait_us
                 .fetch_add(task.queued.elapsed().as_micros() as u64, Ordering::Relaxed);
             s.cold_in_flight.fetch_sub(1, Ordering::Relaxed);
-            if let Err(e) = &got {
-                tracing::warn!("cold read of {}: {e}", w.root.path().display());
-            }
             let Task {
-                conn, serial, done, ..
+                want,
+                conn,
+                serial,
+                done,
+                ..
             } = task;
-            // The webroot is let go here, before the worker hears (its lease may be awaited).
-            done.push(Finished { conn, serial, ok });
+            // The webroot and the socket are let go here, before the worker hears (its lease
+            // may be awaited; a closed connection's socket ends here).
+            drop(want);
+            done.push(Finished {
+                conn,
+                serial,
+                sent,
+                outcome,
+            });
         }
     }
 

@@ -169,9 +169,12 @@ impl Conn {
         self.out.cold_serial()
     }
 
-    /// A cold read ended; true when it was this connection's (drive it again).
-    pub fn cold_done(&mut self, serial: u64, ok: bool) -> bool {
-        self.out.cold_done(serial, ok)
+    /// A cold send ended; true when it was this connection's (drive it again).
+    pub fn cold_done(&mut self, serial: u64, sent: u64, outcome: crate::cold::Outcome) -> bool {
+        // The thread found the socket full; it may have drained since (that edge came while
+        // the send was out and was ignored): then go on, else wait for writable.
+        let full = outcome == crate::cold::Outcome::Full && !sys::writable_now(&self.sock);
+        self.out.cold_done(serial, sent, outcome, full)
     }
 
     pub fn new(sock: TcpStream, peer: SocketAddr, now: Instant) -> Conn {

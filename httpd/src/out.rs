@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use httpd_common::webroot::Webroot;
 
+use crate::cold::Outcome;
 use crate::sys;
 
 /// How large webroot regions reach the socket.
@@ -30,8 +31,6 @@ pub enum IoModel {
 pub const SMALL_REGION: u64 = 32 * 1024;
 /// Chunk size of the `read` model.
 const READ_CHUNK: usize = 64 * 1024;
-/// `async-sendfile`: most bytes looked up in the page stamps before one sendfile call.
-const HOT_AHEAD: u64 = 4 * 1024 * 1024;
 /// At most this many bytes per flush: one large body cannot hold the worker for longer than
 /// its share (a sendfile of 4 MiB into a loopback socket runs for milliseconds, and every other
 /// connection of the worker waits that long). nginx's `sendfile_max_chunk` is the same idea.
@@ -57,17 +56,18 @@ pub enum Flushed {
     Budget,
 }
 
-/// A connection's cold read (`--io async-sendfile`).
+/// A connection's cold send (`--io async-sendfile`).
 #[derive(Default)]
 enum ColdRead {
     #[default]
     None,
-    /// To be asked of the read threads: `[off, off + len)` of the webroot, and how many bytes
-    /// after it the response goes on for (started in the background).
-    Wanted(Arc<Webroot>, u64, u64, u64),
-    /// Asked; its serial.
+    /// To be handed to the cold-send threads.
+    Wanted(crate::cold::Want),
+    /// Handed over; its serial.
     Waiting(u64),
-    /// It failed (read error, or the file ended early): the response is cut.
+    /// The thread's send filled the socket: wait for writable before the next one.
+    Full,
+    /// It failed (read error, the file ended early, the client is gone): the response is cut.
     Failed,
 }
 
@@ -93,6 +93,9 @@ pub struct OutQueue {
     /// bytes already "sent". Holding the webroot holds its lease, so no writer can start.
     zero_copy: Option<Arc<Webroot>>,
     cold: ColdRead,
+    /// The region in front went cold: the rest of it is sent by the cold-send threads too
+    /// (pages just read in may be evicted again before the loop would send them).
+    cold_front: bool,
 }
 
 impl OutQueue {
@@ -149,6 +152,7 @@ impl OutQueue {
                     n -= k as usize;
                     if *len == 0 {
                         self.items.pop_front();
+                        self.cold_front = false;
                     }
                 }
             }
@@ -173,15 +177,10 @@ impl OutQueue {
         self.zero_copy.take()
     }
 
-    /// The cold read this queue wants, to hand to the read threads.
+    /// The cold send this queue wants, to hand to the cold-send threads.
     pub fn take_cold_wanted(&mut self) -> Option<crate::cold::Want> {
         match std::mem::take(&mut self.cold) {
-            ColdRead::Wanted(root, off, len, ahead) => Some(crate::cold::Want {
-                root,
-                off,
-                len,
-                ahead,
-            }),
+            ColdRead::Wanted(want) => Some(want),
             other => {
                 self.cold = other;
                 None
@@ -202,12 +201,56 @@ impl OutQueue {
         }
     }
 
-    /// A cold read ended. True when it was this queue's (flush again).
-    pub fn cold_done(&mut self, serial: u64, ok: bool) -> bool {
+    /// A cold send ended, having sent `sent` bytes of the region in front. True when it was
+    /// this queue's (flush again). `full`: the socket is still full, wait for writable.
+    pub fn cold_done(&mut self, serial: u64, sent: u64, outcome: Outcome, full: bool) -> bool {
         if self.cold_serial() != Some(serial) {
             return false;
         }
-        self.cold = if ok { ColdRead::None } else { ColdRead::Failed };
+        if sent > 0
+            && let Some(Item::Region { root, .. }) = self.items.front()
+        {
+            // Its pages went by reference, as from the loop's own sendfile.
+            if !self
+                .zero_copy
+                .as_ref()
+                .is_some_and(|z| Arc::ptr_eq(z, root) || z.is_revoked())
+            {
+                self.zero_copy = Some(root.clone());
+            }
+            self.cold_front = true;
+            self.consume(sent as usize);
+        }
+        self.cold = match outcome {
+            Outcome::Failed => ColdRead::Failed,
+            Outcome::Full if full => ColdRead::Full,
+            _ => ColdRead::None,
+        };
+        true
+    }
+
+    /// Hands `[off, off + len)` of the region in front to the cold-send threads, with `ahead`
+    /// bytes after it to ask the kernel for. False: no second descriptor of the socket could
+    /// be had (out of fds): the caller sends it on the loop, as the synchronous model would.
+    fn want_cold(&mut self, sock: &impl AsRawFd, root: &Arc<Webroot>, off: u64, len: u64) -> bool {
+        let Ok(sock) = sys::dup(sock) else {
+            return false;
+        };
+        let ahead = self
+            .items
+            .front()
+            .map_or(0, |i| match i {
+                Item::Region { off: o, len: l, .. } => (o + l).saturating_sub(off + len),
+                Item::Bytes { .. } => 0,
+            })
+            .min(crate::cold::COLD_CHUNK);
+        self.cold = ColdRead::Wanted(crate::cold::Want {
+            root: root.clone(),
+            off,
+            len,
+            ahead,
+            sock,
+        });
         true
     }
 
@@ -222,6 +265,10 @@ impl OutQueue {
         match self.cold {
             ColdRead::None => {}
             ColdRead::Failed => return Err(cold_failed()),
+            ColdRead::Full => {
+                self.cold = ColdRead::None;
+                return Ok(Flushed::Full);
+            }
             _ => return Ok(Flushed::Cold),
         }
         let nowait = io == IoModel::AsyncSendfile;
@@ -246,8 +293,11 @@ impl OutQueue {
                         if io == IoModel::Mmap || *len <= SMALL_REGION =>
                     {
                         // A page missing from the cache would make sendmsg fault it in,
-                        // waiting for the disk: read it in first.
-                        if nowait && crate::cold::resident(root, *off, *len, probe) < *len {
+                        // waiting for the disk: a cold-send thread sends it instead.
+                        if nowait
+                            && ((n == 0 && self.cold_front)
+                                || crate::cold::resident(root, *off, *len, probe) < *len)
+                        {
                             if n == 0 {
                                 cold = Some((root.clone(), *off, *len));
                             }
@@ -266,10 +316,14 @@ impl OutQueue {
             let res = if n > 0 {
                 sys::sendv(sock, &bufs[..n], next_is_file && io.zero_copy())
             } else if let Some((root, off, len)) = cold {
-                self.cold = ColdRead::Wanted(root, off, len, 0);
-                return Ok(Flushed::Cold);
+                if self.want_cold(sock, &root, off, len) {
+                    return Ok(Flushed::Cold);
+                }
+                // No thread can take it: sent from the loop, as the synchronous models do.
+                let body = root.kernel_bytes(off, len).ok_or_else(withdrawn)?;
+                sys::sendv(sock, &[body], false)
             } else {
-                match self.write_file_front(sock, io, probe, budget) {
+                match self.write_file_front(sock, io, budget) {
                     Some(r) => r,
                     None => return Ok(Flushed::Cold),
                 }
@@ -293,7 +347,6 @@ impl OutQueue {
         &mut self,
         sock: &impl AsRawFd,
         io: IoModel,
-        probe: &mut [u8],
         budget: u64,
     ) -> Option<io::Result<usize>> {
         let Some(Item::Region { root, off, len }) = self.items.front() else {
@@ -303,29 +356,56 @@ impl OutQueue {
             IoModel::Sendfile | IoModel::AsyncSendfile => {
                 let mut count = (*len).min(budget);
                 if io == IoModel::AsyncSendfile {
-                    // Send what is cached; read in the rest, a chunk at a time.
-                    count = crate::cold::resident(root, *off, count.min(HOT_AHEAD), probe);
-                    if count == 0 {
-                        let want = (*len).min(crate::cold::WARM_CHUNK);
-                        let ahead = (*len - want).min(crate::cold::WARM_CHUNK);
-                        self.cold = ColdRead::Wanted(root.clone(), *off, want, ahead);
-                        return None;
+                    // Send what was just seen cached; the cold-send threads send the rest, a
+                    // chunk at a time, and all of the region once it went to them.
+                    let hot = if self.cold_front {
+                        0
+                    } else {
+                        crate::cold::fresh_len(root, *off, count)
+                    };
+                    if hot == 0 {
+                        let (root, off) = (root.clone(), *off);
+                        let chunk = (*len).min(crate::cold::COLD_CHUNK);
+                        if self.want_cold(sock, &root, off, chunk) {
+                            return None;
+                        }
+                        // No thread can take it: sent from the loop, as `--io sendfile` does.
+                    } else {
+                        count = hot;
                     }
                 }
-                let sent = sys::sendfile(sock, root.file(), *off, count as usize);
-                if sent.as_ref().is_ok_and(|&n| n > 0)
-                    // A withdrawn one is kept until its pages are delivered (the worker).
-                    && !self
-                        .zero_copy
-                        .as_ref()
-                        .is_some_and(|z| Arc::ptr_eq(z, root) || z.is_revoked())
-                {
-                    self.zero_copy = Some(root.clone());
-                }
-                Some(sent)
+                Some(self.sendfile_front(sock, io, count))
             }
             _ => Some(self.read_front(sock)),
         }
+    }
+
+    /// sendfile of `count` bytes of the region in front, from the loop.
+    fn sendfile_front(
+        &mut self,
+        sock: &impl AsRawFd,
+        io: IoModel,
+        count: u64,
+    ) -> io::Result<usize> {
+        let Some(Item::Region { root, off, .. }) = self.items.front() else {
+            return Ok(0);
+        };
+        let sent = sys::sendfile(sock, root.file(), *off, count as usize);
+        if let Ok(n) = sent
+            && io == IoModel::AsyncSendfile
+        {
+            crate::cold::sent(root, *off, n as u64);
+        }
+        if sent.as_ref().is_ok_and(|&n| n > 0)
+            // A withdrawn one is kept until its pages are delivered (the worker).
+            && !self
+                .zero_copy
+                .as_ref()
+                .is_some_and(|z| Arc::ptr_eq(z, root) || z.is_revoked())
+        {
+            self.zero_copy = Some(root.clone());
+        }
+        sent
     }
 
     /// Read model: moves a chunk of the front region into memory, in front as bytes.

@@ -1,7 +1,7 @@
 //! The few syscalls std and mio do not wrap. Every `unsafe` of the daemon is here.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// An int-returning syscall's result: Ok, or the errno as an error.
 fn check_zero(r: libc::c_int) -> io::Result<()> {
@@ -50,6 +50,28 @@ pub fn sendfile(
     // SAFETY: both fds are open for the duration of the call (borrowed), `off` is a valid
     // pointer to a local.
     check(unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) })
+}
+
+/// A second descriptor of the same open socket (close-on-exec), for a read thread to send on
+/// while the worker keeps its own.
+pub fn dup(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a borrowed open fd; no memory is passed.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    check_zero(new)?;
+    // SAFETY: `new` was just returned by fcntl, is open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Whether the socket would take a write now (poll(2) with no wait).
+pub fn writable_now(fd: &impl AsRawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLOUT != 0
 }
 
 /// preadv2(RWF_NOWAIT): reads what the page cache holds of `buf.len()` bytes at `offset` and

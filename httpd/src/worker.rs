@@ -410,7 +410,7 @@ impl LoopState {
             if self
                 .conns
                 .get_mut(f.conn)
-                .is_some_and(|c| c.cold_done(f.serial, f.ok))
+                .is_some_and(|c| c.cold_done(f.serial, f.sent, f.outcome))
             {
                 self.drive(
                     poll,
