@@ -101,14 +101,15 @@ pub struct Args {
     /// Worker threads, each with its own event loop and listener (default: one per CPU).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// How bodies reach the socket: async-sendfile (sendfile, and bytes not in the page cache
-    /// are read in by the read threads first, so a cold read never stalls other connections),
+    /// How bodies reach the socket: async-sendfile (sendfile, and bytes not known to be in the
+    /// page cache are sent by the cold-send threads, so a cold read never stalls other
+    /// connections),
     /// sendfile (zero copy; a cold read blocks the worker), read (pread + write) or mmap
     /// (gathered writes from the mapping). Bodies up to 32 KiB go from the mapping in one call
     /// with their head in every model.
     #[arg(long, value_enum, default_value = "async-sendfile")]
     pub io: IoModel,
-    /// Read threads of `--io async-sendfile`: the most cold reads at once.
+    /// Cold-send threads of `--io async-sendfile`: the most cold sends at once.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub io_threads: u16,
     /// Close connections idle for this long.

@@ -260,7 +260,7 @@ impl Pool {
         // A cold-send thread mostly waits for the disk: it must not preempt a busy worker
         // when its read completes (SCHED_BATCH: no wakeup preemption, same share).
         if let Err(e) = crate::sys::batch_scheduling() {
-            tracing::debug!("cold read thread: SCHED_BATCH: {e}");
+            tracing::debug!("cold-send thread: SCHED_BATCH: {e}");
         }
         loop {
             let task = {

@@ -159,7 +159,7 @@ impl Conn {
         self.out.take_cold_wanted()
     }
 
-    /// Its cold read was handed to the read threads with this serial.
+    /// Its cold send was handed to the cold-send threads with this serial.
     pub fn cold_waiting(&mut self, serial: u64) {
         self.out.cold_waiting(serial);
     }

@@ -15,8 +15,8 @@ use crate::sys;
 /// How large webroot regions reach the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoModel {
-    /// As sendfile, and bytes not in the page cache are first read in by the read threads
-    /// (`--io-threads`), so a cold read never stalls the worker's other connections.
+    /// As sendfile, and bytes not known to be in the page cache are sent by the cold-send
+    /// threads (`--io-threads`), so a cold read never stalls the worker's other connections.
     AsyncSendfile,
     /// sendfile(2) from the webroot file: zero copies; a cold page blocks the worker.
     Sendfile,

@@ -93,7 +93,7 @@ pub fn run(mut args: Args) -> Result<()> {
     let cold = match args.io {
         crate::out::IoModel::AsyncSendfile => Some(
             crate::cold::Pool::start(usize::from(args.io_threads), stats.clone())
-                .context("starting the read threads")?,
+                .context("starting the cold-send threads")?,
         ),
         _ => None,
     };

@@ -36,8 +36,8 @@ pub struct Stats {
     /// Tunnels handed to the kernel splice: both directions, and upstream-to-client only.
     pub tunnels_spliced: AtomicU64,
     pub tunnels_half_spliced: AtomicU64,
-    /// Cold reads done by the read threads (`--io async-sendfile`), the bytes they read, and
-    /// the time connections waited for them (queued and reading), in microseconds.
+    /// Cold sends done by the cold-send threads (`--io async-sendfile`), the bytes they sent,
+    /// and the time connections waited for them (queued and sending), in microseconds.
     pub cold_reads: AtomicU64,
     pub cold_bytes: AtomicU64,
     pub cold_wait_us: AtomicU64,

@@ -52,7 +52,7 @@ pub fn sendfile(
     check(unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) })
 }
 
-/// A second descriptor of the same open socket (close-on-exec), for a read thread to send on
+/// A second descriptor of the same open socket (close-on-exec), for a cold-send thread to send on
 /// while the worker keeps its own.
 pub fn dup(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC on a borrowed open fd; no memory is passed.
