@@ -147,7 +147,7 @@ pub struct Registry {
     /// Fault every webroot into memory when it is loaded (`--preload`).
     pub preload: std::sync::atomic::AtomicBool,
     /// Open webroots for random access, no kernel readahead (`--io async-sendfile`: the
-    /// read threads read in what a response needs, and readahead started by a send would run
+    /// cold-send threads ask for what a response needs, and readahead started by a send would run
     /// on the event loop).
     pub random_access: std::sync::atomic::AtomicBool,
     table: Mutex<Arc<HostTable>>,

@@ -45,7 +45,7 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// The kernel tunnel splice (`--ebpf-splice on` with the programs loaded).
     pub splicer: Option<Arc<crate::splice::Splicer>>,
-    /// The read threads of `--io async-sendfile`.
+    /// The cold-send threads of `--io async-sendfile`.
     pub cold: Option<Arc<crate::cold::Pool>>,
 }
 
@@ -400,7 +400,7 @@ impl LoopState {
         }
     }
 
-    /// Drives the connections whose cold read ended (the read threads woke the loop).
+    /// Drives the connections whose cold send ended (the cold-send threads woke the loop).
     fn cold_finished(&mut self, poll: &Poll, shared: &Shared, limits: &Limits, now: Instant) {
         let Some(reads) = self.reads.as_mut() else {
             return;
