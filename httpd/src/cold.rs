@@ -98,23 +98,17 @@ pub fn fresh_len(root: &Webroot, off: u64, max: u64) -> u64 {
 /// asked with RWF_NOWAIT (into `probe`, whose bytes are thrown away). 0: the page at `off` is
 /// not cached, a send from it would wait for the disk.
 pub fn resident(root: &Webroot, off: u64, max: u64, probe: &mut [u8]) -> u64 {
-    let stamps = root.page_stamps();
-    let now = now_ms();
     let end = off + max;
     let mut pos = off;
-    while pos < end {
-        let page = (pos / PAGE) as usize;
-        if stamps
-            .get(page)
-            .is_some_and(|s| fresh(s.load(Ordering::Relaxed), now))
-        {
-            pos = ((page as u64 + 1) * PAGE).min(end);
-            continue;
+    loop {
+        pos += fresh_len(root, pos, end - pos);
+        if pos >= end {
+            break;
         }
         let want = (end - pos).min(probe.len() as u64) as usize;
         match crate::sys::read_nowait(root.file(), &mut probe[..want], pos) {
             Ok(n) if n > 0 => {
-                stamp(stamps, pos, n as u64, now);
+                stamp(root.page_stamps(), pos, n as u64, now_ms());
                 pos += n as u64;
                 if n < want {
                     break;

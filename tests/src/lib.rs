@@ -41,6 +41,20 @@ pub fn mkroot(src: &Path, out: &Path, extra: &[&str]) -> Output {
     o
 }
 
+/// `len` bytes of xorshift noise from `seed`: incompressible (mkroot keeps no variant), and two
+/// seeds give different bytes, so a test can tell which version of a file it got.
+pub fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 /// Writes `files` (relative path, content) under `dir`.
 pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
     for (p, c) in files {

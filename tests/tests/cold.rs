@@ -12,24 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tests::{Httpd, Raw, Throttle, ctl_json, drop_cache, json_int, mkroot, write_tree};
+use tests::{Httpd, Raw, Throttle, ctl_json, drop_cache, json_int, mkroot, pattern, write_tree};
 
 /// Throttled read rate: a 1 MiB cold read takes about half a second.
 const BPS: u64 = 2 << 20;
 const IOPS: u64 = 200;
 const BIG: usize = 8 << 20;
-
-fn pattern(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 struct Site {
     dir: tempfile::TempDir,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use httpd_common::webroot::Webroot;
-use tests::{Httpd, mkroot, write_tree};
+use tests::{Httpd, mkroot, pattern, write_tree};
 
 const BIG: usize = 3 << 20;
 const SMALL: usize = 20_000;
@@ -26,25 +26,13 @@ struct Version {
     objects: HashMap<&'static str, (String, Vec<u8>)>,
 }
 
-fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// Builds a site whose two files have these sizes and bytes from `seed`, all with one mtime
 /// (so two versions with equal sizes compile to files of equal length).
 fn version(dir: &Path, name: &str, seed: u8, big: usize, small: usize) -> Version {
     let src = dir.join(format!("src-{name}"));
     let files = [
-        ("big.bin", pattern(seed, big)),
-        ("small.txt", pattern(seed.wrapping_add(100), small)),
+        ("big.bin", pattern(u32::from(seed), big)),
+        ("small.txt", pattern(u32::from(seed) + 100, small)),
     ];
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (*p, b.as_slice())).collect();
     write_tree(&src, &refs);
