@@ -116,5 +116,37 @@ pub fn setup() -> Result<()> {
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
         )?;
     }
-    Ok(())
+    python_env()
+}
+
+/// target/pyenv: a venv of the machine's python3 with the differential suite's reference
+/// parser (tests/differential/requirements.txt, pinned by hash).
+pub fn python_env() -> Result<()> {
+    let root = cmd::root();
+    let venv = root.join("target/pyenv");
+    let python = venv.join("bin/python");
+    let reqs = root.join("tests/differential/requirements.txt");
+    let ok = Command::new(&python)
+        .args([
+            "-c",
+            "import h11, sys; sys.exit(h11.__version__ != '0.16.0')",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        eprintln!("xtask setup: target/pyenv (h11) present");
+        return Ok(());
+    }
+    eprintln!("xtask setup: making target/pyenv (h11 from PyPI)");
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    cmd::run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(["--require-hashes", "-r"])
+            .arg(&reqs),
+    )
 }

@@ -82,10 +82,16 @@ pub fn upstream_request(
             out.extend_from_slice(a);
             out.extend_from_slice(b"\r\n");
         }
-        (None, None) => {
+        // An empty Host (h.host None) is passed on as it came.
+        (None, None)
+            if !req
+                .headers
+                .iter()
+                .any(|f| f.name.eq_ignore_ascii_case("host")) =>
+        {
             let _ = write!(out, "Host: {fallback_host}\r\n");
         }
-        (None, Some(_)) => {}
+        (None, _) => {}
     }
     for f in req.headers.iter() {
         let n = f.name;
@@ -386,6 +392,30 @@ mod tests {
         assert!(s.contains("Via: 1.0 edge, 1.1 httpd\r\n"));
         assert_eq!(s.matches("Content-Length: 3\r\n").count(), 1);
         assert!(s.ends_with("Accept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ex.com\r\nVia: 1.0 edge, 1.1 httpd\r\nContent-Length: 3\r\n\r\n"), "{s}");
+    }
+
+    /// An empty Host is passed on as it came, never joined by a second, made-up one (the
+    /// differential suite found two Host lines reaching the upstream).
+    #[test]
+    fn empty_host_passed_on_alone() {
+        let rewrite = |raw: &[u8]| {
+            let h = parse(raw).unwrap().unwrap();
+            let mut out = Vec::new();
+            upstream_request(
+                &raw[..h.len],
+                &h,
+                "127.0.0.1".parse().unwrap(),
+                "up",
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        let s = rewrite(b"GET /h HTTP/1.1\r\nHost:\r\n\r\n");
+        assert_eq!(s.matches("Host:").count(), 1, "{s}");
+        assert!(s.contains("\r\nHost: \r\n"), "{s}");
+        let s = rewrite(b"GET /h HTTP/1.0\r\n\r\n");
+        assert_eq!(s.matches("Host:").count(), 1, "{s}");
+        assert!(s.contains("\r\nHost: up\r\n"), "{s}");
     }
 
     #[test]

@@ -216,6 +216,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     if path.len() > MAX_REQUEST_LINE {
         return Err(HeadError::UriTooLong);
     }
+    // A request-target is ASCII (RFC 9112 section 3.2, RFC 3986); one that is not, or is in
+    // no form we can route (a fragment, userinfo, authority-form), is refused here, so the
+    // connection closes and nothing of it or after it is forwarded.
+    if !path.is_ascii() {
+        return Err(HeadError::Bad("non-ASCII request target"));
+    }
+    if super::target::parse_target(path.as_bytes()).is_err() {
+        return Err(HeadError::Bad("malformed request target"));
+    }
     let mut h = Head {
         method_bytes: method.as_bytes(),
         target: path.as_bytes(),
@@ -333,7 +342,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         if minor == 0 || te_count > 1 {
             return Err(HeadError::Bad("Transfer-Encoding not allowed here"));
         }
-        let codings: Vec<&[u8]> = list(te).collect();
+        // Every element must be a coding: an empty one (`chunked,`) is legal list syntax that
+        // other parsers refuse, so it is refused here too.
+        let codings: Vec<&[u8]> = te.split(|&c| c == b',').map(trim).collect();
+        if codings.iter().any(|c| c.is_empty()) {
+            return Err(HeadError::Bad("empty element in Transfer-Encoding"));
+        }
         match codings.as_slice() {
             [c] if c.eq_ignore_ascii_case(b"chunked") => h.chunked = true,
             [.., last] if last.eq_ignore_ascii_case(b"chunked") => {
@@ -419,6 +433,16 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
             "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            // Found by the differential suite (tests/differential): h11 refuses these while
+            // httpd forwarded them, or httpd answered 400 and went on with the next request.
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+            "GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /frag#x HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://user@b.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET b.test:80 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "CONNECT b.test:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET ?q HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
         for b in bad {
             assert!(
