@@ -538,6 +538,13 @@ pub fn socket_queues(
     }
     // SAFETY: n covers a whole DiagReply, plain integers copied out of the byte buffer.
     let reply: DiagReply = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    // With no connection of that address pair, the kernel's lookup falls back to the socket
+    // listening on `local`, whose queues are its backlog (the soak found every closed
+    // connection "undelivered" for this): only a connection of exactly this pair counts.
+    const TCP_LISTEN: u8 = 10;
+    if reply.state == TCP_LISTEN || reply.id.dport != remote.port().to_be() {
+        return Ok(None);
+    }
     Ok(Some((reply.rqueue, reply.wqueue)))
 }
 
@@ -563,4 +570,37 @@ pub fn delivered_after_close(local: std::net::SocketAddr, peer: std::net::Socket
 fn peer_read_all(local: std::net::SocketAddr, peer: std::net::SocketAddr) -> bool {
     // The peer's socket has the two addresses the other way round.
     matches!(socket_queues(peer, local), Ok(None | Some((0, _))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that is gone is not found, even though the kernel's lookup falls back to
+    /// the listener on the same port (whose queues are its backlog): found by the soak, where
+    /// every closed connection looked undelivered and held its webroot's lease.
+    #[test]
+    fn queues_of_a_closed_connection_are_not_the_listeners() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, peer) = l.accept().expect("accept");
+        let local = s.local_addr().expect("local");
+        assert_eq!(socket_queues(local, peer).expect("diag"), Some((0, 0)));
+        // The client closes first: the server's side goes away at once, no TIME_WAIT.
+        drop(c);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(s);
+        let t = std::time::Instant::now();
+        loop {
+            match socket_queues(local, peer).expect("diag") {
+                None => break,
+                Some(q) => {
+                    assert!(q == (0, 0), "queues of a gone connection: {q:?}");
+                    assert!(t.elapsed().as_secs() < 5, "connection never went away");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        assert!(delivered_after_close(local, peer));
+    }
 }

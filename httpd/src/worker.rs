@@ -498,7 +498,16 @@ impl LoopState {
                 c.release_if_delivered();
             }
         }
-        while self.retired_recent.front().is_some_and(|(_, t)| *t <= now) {
+        // Oldest first: let go of those held long enough or whose pages are delivered (the
+        // usual case, within milliseconds), a bounded number of lookups per sweep.
+        let mut lookups = RETIRED_LOOKUPS;
+        while let Some((r, t)) = self.retired_recent.front() {
+            if *t > now {
+                if lookups == 0 || !crate::sys::delivered_after_close(r.local, r.peer) {
+                    break;
+                }
+                lookups -= 1;
+            }
             self.retired_recent.pop_front();
         }
         self.retired_held.retain(|(r, until)| {
@@ -544,6 +553,10 @@ pub struct Retired {
     pub local: std::net::SocketAddr,
     pub peer: std::net::SocketAddr,
 }
+
+/// Most sock_diag lookups per sweep (every 250 ms) to let go of closed connections' webroots
+/// before [`RETIRE_MAX`].
+const RETIRED_LOOKUPS: usize = 256;
 
 /// Longest a webroot is held for a closed connection's pages (the kernel's own
 /// lease-break-time, 45 s by default, lets a writer go on anyway).

@@ -156,6 +156,9 @@ fn respond(w: &mut TcpStream, status: &str, headers: &str, body: &[u8]) -> std::
 }
 
 fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
+    // Heads and bodies go in separate writes: without this, Nagle holds each body until httpd
+    // acknowledges the head (a 40 ms delayed ACK), as in any app server that forgets it.
+    s.set_nodelay(true)?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s);
     while let Some(req) = read_request(&mut r, &mut w)? {
