@@ -19,7 +19,9 @@ use crate::sys;
 use crate::vhosts::HostTable;
 
 /// Initial read buffer; it grows up to a full request head.
-const READ_BUF: usize = 8 * 1024;
+const READ_BUF: usize = 2 * 1024;
+/// Most idle read buffers a worker keeps for reuse.
+const SPARE_BUFS: usize = 64;
 /// Stop reading ahead (pipelined requests, request bodies) past this many buffered bytes.
 const READ_CAP: usize = request::MAX_HEAD + 4096;
 /// Stop answering pipelined requests while this much output waits.
@@ -50,6 +52,8 @@ pub struct WorkerCtx<'a> {
     /// This connection's poll token.
     pub token: usize,
     pub path_buf: &'a mut Vec<u8>,
+    /// Read buffers of idle connections, for the next one that reads (see `Conn::rest`).
+    pub spare_bufs: &'a mut Vec<Vec<u8>>,
     /// The worker's buffer for asking whether bytes are cached (`cold::resident`).
     pub probe: &'a mut [u8],
     pub stats: &'a crate::stats::Stats,
@@ -181,7 +185,7 @@ impl Conn {
         Conn {
             sock,
             peer,
-            rbuf: vec![0; READ_BUF],
+            rbuf: Vec::new(),
             start: 0,
             end: 0,
             out: OutQueue::default(),
@@ -245,6 +249,9 @@ impl Conn {
         }
         loop {
             let mut progress = false;
+            if self.rbuf.is_empty() && self.want_read {
+                self.rbuf = ctx.spare_bufs.pop().unwrap_or_else(|| vec![0; READ_BUF]);
+            }
             match self.fill() {
                 Ok(p) => progress |= p,
                 Err(_) => return false,
@@ -296,6 +303,7 @@ impl Conn {
                 }
             }
             if !progress {
+                self.rest(ctx);
                 return true;
             }
         }
@@ -423,6 +431,24 @@ impl Conn {
         self.state = State::Closing;
         self.unread_input = true;
         self.drive(ctx, Readable::No, None)
+    }
+
+    /// An idle connection (everything answered and sent, nothing buffered) gives its read
+    /// buffer back to the worker: an idle keep-alive connection then costs its `Conn` alone
+    /// (about 600 bytes), not a touched 8 KiB buffer too.
+    fn rest(&mut self, ctx: &mut WorkerCtx<'_>) {
+        if self.start == self.end
+            && !self.rbuf.is_empty()
+            && self.state == State::Open
+            && self.fwd.is_none()
+            && self.out.is_empty()
+        {
+            let buf = std::mem::take(&mut self.rbuf);
+            (self.start, self.end) = (0, 0);
+            if buf.len() == READ_BUF && ctx.spare_bufs.len() < SPARE_BUFS {
+                ctx.spare_bufs.push(buf);
+            }
+        }
     }
 
     /// Reads what is available (up to the cap). Ok(true) if anything arrived.

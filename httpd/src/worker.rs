@@ -82,6 +82,7 @@ impl Worker {
             clf_secs: u64::MAX,
             table: shared.registry.table(),
             path_buf: Vec::with_capacity(256),
+            spare_bufs: Vec::new(),
             pool: Pool::new(shared.stats.clone()),
             stats: shared.stats.clone(),
             nl,
@@ -272,6 +273,8 @@ struct LoopState {
     clf_secs: u64,
     table: Arc<crate::vhosts::HostTable>,
     path_buf: Vec<u8>,
+    /// Read buffers given back by idle connections (`Conn::rest`).
+    spare_bufs: Vec<Vec<u8>>,
     pool: Pool,
     stats: Arc<crate::stats::Stats>,
     nl: usize,
@@ -340,6 +343,7 @@ impl LoopState {
             now,
             token: client_token(nl, key).0,
             path_buf: &mut self.path_buf,
+            spare_bufs: &mut self.spare_bufs,
             probe: &mut self.probe,
             stats: &self.stats,
             up: limits.upstream.map(|u| UpCtx {

@@ -670,10 +670,31 @@ fn start_httpd(
     upstream: SocketAddr,
     ebpf: &str,
 ) -> Server {
+    start_httpd_with(
+        vhosts,
+        logs,
+        control,
+        upstream,
+        ebpf,
+        NOFILE,
+        &["--header-timeout", "3s"],
+    )
+}
+
+fn start_httpd_with(
+    vhosts: &Path,
+    logs: &Path,
+    control: &Path,
+    upstream: SocketAddr,
+    ebpf: &str,
+    nofile: u64,
+    extra: &[&str],
+) -> Server {
     let mut cmd = Command::new(bin("httpd"));
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--ebpf", ebpf])
         .args(["--upstream", &upstream.to_string()])
-        .args(["--header-timeout", "3s", "--upstream-timeout", "10s"])
+        .args(["--upstream-timeout", "10s"])
+        .args(extra)
         .arg("--log-dir")
         .arg(logs)
         .arg("--control")
@@ -685,10 +706,10 @@ fn start_httpd(
         .stderr(Stdio::piped());
     // SAFETY: setrlimit only, between fork and exec (async-signal-safe).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: NOFILE,
-                rlim_max: NOFILE,
+                rlim_cur: nofile,
+                rlim_max: nofile,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -1049,6 +1070,218 @@ fn phase(
     PhaseResult { lines, ok }
 }
 
+/// Raises this process's RLIMIT_NOFILE to `want` (root may raise the hard limit); returns
+/// what it got.
+fn raise_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        let up = libc::rlimit {
+            rlim_cur: want.max(lim.rlim_cur),
+            rlim_max: want.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &up) == 0 {
+            return up.rlim_cur;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        lim.rlim_cur
+    }
+}
+
+/// `open_connections` of `ctl status --json`.
+fn open_connections(control: &Path) -> u64 {
+    let out = Command::new(bin("httpd"))
+        .args(["ctl", "--json", "--control"])
+        .arg(control)
+        .arg("status")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.split("\"open_connections\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One request on a fresh connection: how long until the answer (None: no correct answer).
+fn prompt(addr: SocketAddr, body: &[u8]) -> Option<Duration> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /d1/f1.bin HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let r = read_response(&mut BufReader::new(s), false).ok()?;
+    (r.status == 200 && r.body == body).then(|| t.elapsed())
+}
+
+/// Limits people rely on: N idle keep-alive connections, then N slowloris connections, other
+/// clients still answered; memory per idle connection; `--max-connections` refusing cleanly.
+fn limits(sites: &BTreeMap<&'static str, Arc<Site>>, p: &Paths, root: &Path) -> PhaseResult {
+    // httpd keeps two descriptors per connection (the client's and an upstream's) and some
+    // for itself: the connections it can hold are (RLIMIT_NOFILE - 128) / 2.
+    const WANT: usize = 10_000;
+    let got = raise_nofile(4 * WANT as u64 + 1_000);
+    let n = WANT.min((got.saturating_sub(1_000) / 4) as usize);
+    let max_conns = 2 * n + 100;
+    let app = App::start(None);
+    let server = start_httpd_with(
+        &p.vhosts,
+        &root.join("logs-limits"),
+        &p.control,
+        app.addr,
+        "off",
+        got,
+        &[
+            "--header-timeout",
+            "120s",
+            "--max-connections",
+            &max_conns.to_string(),
+        ],
+    );
+    let pid = server.child.id();
+    let addr = server.addr;
+    let body = sites["a.test"]
+        .files
+        .iter()
+        .find(|(p, _)| p == "/d1/f1.bin")
+        .map(|(_, d)| d.clone())
+        .expect("d1/f1.bin");
+    let mut ok = true;
+    let mut lines = vec![
+        format!(
+            "### Limits: {n} idle keep-alive connections, then {n} slowloris, `--max-connections {max_conns}` (RLIMIT_NOFILE {got}{})",
+            if n < WANT {
+                ", the most this machine allows without CAP_SYS_RESOURCE"
+            } else {
+                ""
+            }
+        ),
+        String::new(),
+    ];
+    let base = prompt(addr, &body);
+    std::thread::sleep(Duration::from_millis(300));
+    let rss0 = proc_status(pid, "VmRSS:");
+    // Idle keep-alive: one small request each, then nothing.
+    let mut idle = Vec::with_capacity(n);
+    for i in 0..n {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            break;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = s.write_all(b"GET /d0/f9.bin HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        let mut r = BufReader::new(s);
+        if read_response(&mut r, false).is_ok_and(|x| x.status == 200) {
+            idle.push(r);
+        } else {
+            lines.push(format!("idle connection {i}: no answer"));
+            ok = false;
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1000));
+    let rss1 = proc_status(pid, "VmRSS:");
+    let open_idle = open_connections(&p.control);
+    let during_idle = prompt(addr, &body);
+    let per_idle = (rss1.saturating_sub(rss0) * 1024) / idle.len().max(1) as u64;
+    // Slowloris: a head that never ends.
+    let mut slow = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            break;
+        };
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ");
+        slow.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss2 = proc_status(pid, "VmRSS:");
+    let open_slow = open_connections(&p.control);
+    let during_slow = prompt(addr, &body);
+    let per_slow = (rss2.saturating_sub(rss1) * 1024) / slow.len().max(1) as u64;
+    // Above --max-connections: refused at accept (closed), never left hanging.
+    let open = idle.len() + slow.len();
+    let mut extra = Vec::new();
+    for _ in 0..(max_conns + 200).saturating_sub(open) {
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET /d0/f9.bin HTTP/1.1\r\nHost: a.test\r\n\r\n");
+                extra.push(s);
+            }
+            Err(_) => break,
+        }
+    }
+    let (mut answered, mut refused, mut hung) = (0, 0, 0);
+    for s in &mut extra {
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(1) => answered += 1,
+            Ok(_) => refused += 1,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                hung += 1
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    drop(extra);
+    drop(slow);
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = prompt(addr, &body);
+    let ms = |d: Option<Duration>| {
+        d.map_or("no answer".to_string(), |d| {
+            format!("{:.1} ms", d.as_secs_f64() * 1e3)
+        })
+    };
+    let each_ok = during_idle.is_some() && during_slow.is_some() && after.is_some();
+    let refuse_ok = hung == 0 && answered <= max_conns.saturating_sub(open) + 8 && refused > 0;
+    ok &= each_ok && refuse_ok;
+    lines.extend([
+        format!(
+            "A fresh client's request (connect to last byte): {} alone, {} with {} idle, {} with {} idle and {} slowloris, {} after they closed.",
+            ms(base),
+            ms(during_idle),
+            n,
+            ms(during_slow),
+            n,
+            n,
+            ms(after)
+        ),
+        format!("httpd's open connections: {open_idle} with the idle ones, {open_slow} with the slowloris too."),
+        format!(
+            "httpd's RSS: {rss0} KiB, {rss1} KiB with the idle connections ({per_idle} bytes each), {rss2} KiB with the slowloris too ({per_slow} bytes each)."
+        ),
+        format!(
+            "Beyond --max-connections: {} more connections: {refused} closed at once, {answered} answered, {hung} left hanging ({}).",
+            answered + refused + hung,
+            if refuse_ok { "ok" } else { "WRONG" }
+        ),
+    ]);
+    if !ok {
+        for l in lock(&server.log).iter().rev().take(20).rev() {
+            lines.push(format!("[httpd] {l}"));
+        }
+    }
+    // SAFETY: kill(2) on the pid of the httpd this program started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let mut child = server.child;
+    let _ = child.wait();
+    drop(app);
+    PhaseResult { lines, ok }
+}
+
 /// The per-host `requests` of `ctl status --json`.
 fn host_requests(json: &str, host: &str) -> u64 {
     let key = format!("\"name\":\"{host}\"");
@@ -1133,6 +1366,10 @@ fn main() {
         out.push(String::new());
         out.extend(r.lines);
     }
+    let r = limits(&sites, &p, root);
+    ok &= r.ok;
+    out.push(String::new());
+    out.extend(r.lines);
     let text = out.join("\n") + "\n";
     print!("{text}");
     if let Some(path) = report {
