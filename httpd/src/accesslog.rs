@@ -44,7 +44,96 @@ pub struct AccessLog {
     kind: Kind,
     path: PathBuf,
     buf: Mutex<Vec<u8>>,
-    file: Mutex<File>,
+    file: Mutex<Sink>,
+}
+
+/// Most bytes kept for a log that cannot be written (a full disk); beyond it, records are
+/// dropped and counted.
+const MAX_PENDING: usize = 4 << 20;
+
+/// A log file and what could not be written to it yet.
+struct Sink {
+    file: File,
+    /// Bytes a failed write left: written first at the next flush (they may finish a line
+    /// whose start is in the file already).
+    pending: Vec<u8>,
+    /// The error of the last write, if it failed (said once, not at every flush).
+    failing: Option<std::io::ErrorKind>,
+    /// Records dropped since the log failed.
+    dropped: u64,
+}
+
+impl Sink {
+    fn new(file: File) -> Sink {
+        Sink {
+            file,
+            pending: Vec::new(),
+            failing: None,
+            dropped: 0,
+        }
+    }
+
+    /// Writes what is pending, then `data`. On an error (a full disk), what was not written is
+    /// kept, up to [`MAX_PENDING`]; the failure is logged once, and the recovery once.
+    fn write(&mut self, data: &[u8], path: &Path) {
+        if !self.pending.is_empty() {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(data);
+            self.write_now(&pending, path);
+        } else {
+            self.write_now(data, path);
+        }
+    }
+
+    fn write_now(&mut self, data: &[u8], path: &Path) {
+        let mut done = 0;
+        while done < data.len() {
+            match self.file.write(&data[done..]) {
+                Ok(0) => {
+                    self.failed(&data[done..], std::io::ErrorKind::WriteZero);
+                    return;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if self.failing.is_none() {
+                        tracing::error!(
+                            "access log {}: {e}; records are kept in memory (up to {} MiB) and \
+                             written when it can be written again",
+                            path.display(),
+                            MAX_PENDING >> 20
+                        );
+                    }
+                    self.failed(&data[done..], e.kind());
+                    return;
+                }
+            }
+        }
+        if self.failing.take().is_some() {
+            tracing::warn!(
+                "access log {}: written again; {} record(s) dropped meanwhile",
+                path.display(),
+                self.dropped
+            );
+            self.dropped = 0;
+        }
+    }
+
+    fn failed(&mut self, rest: &[u8], kind: std::io::ErrorKind) {
+        self.failing = Some(kind);
+        if rest.len() <= MAX_PENDING {
+            self.pending = rest.to_vec();
+            return;
+        }
+        // Too much: keep the end of the line already started in the file (so it is never
+        // left torn), drop whole records after it.
+        let cut = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        self.dropped += rest[cut..].iter().filter(|&&c| c == b'\n').count() as u64;
+        self.pending = rest[..cut].to_vec();
+    }
 }
 
 impl AccessLog {
@@ -54,7 +143,7 @@ impl AccessLog {
             kind,
             path,
             buf: Mutex::new(Vec::with_capacity(64 * 1024)),
-            file: Mutex::new(file),
+            file: Mutex::new(Sink::new(file)),
         })
     }
 
@@ -91,9 +180,7 @@ impl AccessLog {
         let data = std::mem::take(&mut *buf);
         let mut file = lock(&self.file);
         drop(buf);
-        if let Err(e) = file.write_all(&data) {
-            tracing::error!("access log {}: {e}", self.path.display());
-        }
+        file.write(&data, &self.path);
     }
 
     pub fn flush(&self) {
@@ -107,8 +194,14 @@ impl AccessLog {
         let mut buf = lock(&self.buf);
         let data = std::mem::take(&mut *buf);
         let mut file = lock(&self.file);
-        file.write_all(&data)?;
-        file.sync_data()?;
+        file.write(&data, &self.path);
+        if let Some(kind) = file.failing {
+            return Err(std::io::Error::new(
+                kind,
+                format!("{}: cannot write it, not rotated", self.path.display()),
+            ));
+        }
+        file.file.sync_data()?;
         let mut target = PathBuf::from(format!("{}.{stamp}", self.path.display()));
         let mut n = 1;
         while target.exists() {
@@ -121,7 +214,7 @@ impl AccessLog {
             .append(true)
             .open(&self.path)
         {
-            Ok(f) => *file = f,
+            Ok(f) => file.file = f,
             Err(e) => {
                 // Keep logging into the renamed file rather than nowhere; say so.
                 return Err(std::io::Error::new(
@@ -143,8 +236,8 @@ impl AccessLog {
         let mut buf = lock(&self.buf);
         let data = std::mem::take(&mut *buf);
         let mut file = lock(&self.file);
-        file.write_all(&data)?;
-        *file = OpenOptions::new()
+        file.write(&data, &self.path);
+        file.file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;

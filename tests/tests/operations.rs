@@ -308,3 +308,118 @@ fn access_logs_are_buffered_complete_and_flushed_at_exit() {
     assert_eq!(h.stop(), Some(0), "exit status 0 on SIGTERM");
     assert_eq!(count("two.test.access.log"), 150);
 }
+
+/// A tmpfs of this size mounted at `dir` (root only), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let target = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        let opts = CString::new(format!("size={size}")).map_err(|e| e.to_string())?;
+        // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(target) = std::ffi::CString::new(self.0.as_os_str().as_bytes()) {
+            // SAFETY: umount2(2) with a NUL-terminated path that outlives the call.
+            unsafe {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Fills the filesystem of `dir` until a write fails (ENOSPC).
+fn fill(dir: &Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![b'z'; 4096];
+    while f.write_all(&block).is_ok() {}
+    // Whatever a partial block left: fill to the last byte.
+    while f.write_all(b"z").is_ok() {}
+    filler
+}
+
+#[test]
+fn a_full_log_disk_keeps_serving_says_so_once_and_logs_again_when_space_returns() {
+    if !tests::is_root() {
+        assert!(
+            !tests::ci(),
+            "CI=true but not root: the full-disk test cannot mount"
+        );
+        eprintln!("skipped: not root (mounts a small tmpfs)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let site = build(dir.path(), "s", &[("b.txt", b"bee")]);
+    let vhosts = dir.path().join("vhosts");
+    std::fs::create_dir(&vhosts).unwrap();
+    std::fs::copy(&site, vhosts.join("full.test")).unwrap();
+    let logs = dir.path().join("logs");
+    let _fs = Tmpfs::mount(&logs, "64k").expect("mount tmpfs");
+    let h = Httpd::start(&vhosts, &["--log-dir", logs.to_str().unwrap()]);
+    let mut c = Raw::connect(h.addr);
+    let mut get = |i: usize| {
+        let r = c.exchange(&format!(
+            "GET /b.txt?i={i:05} HTTP/1.1\r\nHost: full.test\r\n\r\n"
+        ));
+        assert_eq!((r.status, &r.body[..]), (200, &b"bee"[..]), "request {i}");
+    };
+    get(0);
+    let log = logs.join("full.test.access.log");
+    eventually("first line logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    });
+    let filler = fill(&logs);
+    // The disk is full: every request is still answered, across several flushes.
+    for i in 1..=400 {
+        get(i);
+        if i % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+    }
+    let said = |h: &Httpd, what: &str| h.log().iter().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        said(&h, "access log"),
+        1,
+        "the failure said exactly once: {:?}",
+        h.log()
+    );
+    // Space again: what was kept is written, and new records follow, no line torn.
+    std::fs::remove_file(&filler).unwrap();
+    for i in 401..=410 {
+        get(i);
+    }
+    eventually("logging resumed", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 411)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    for (n, line) in text.lines().enumerate() {
+        assert!(
+            line.contains(&format!("GET /b.txt?i={n:05} HTTP/1.1\" 200 3")),
+            "line {n}: {line}"
+        );
+    }
+    assert!(h.wait_log("written again", Duration::from_secs(3)));
+    drop(c);
+    assert_eq!(h.stop(), Some(0));
+}
