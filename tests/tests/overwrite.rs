@@ -522,3 +522,40 @@ fn overwrite_without_leases_never_faults() {
     assert!(count("other.test", Outcome::Correct) > 0);
     assert_eq!(h.stop(), Some(0), "httpd exits cleanly after the writes");
 }
+
+/// Connections that received a body with sendfile and then closed (the client first, so the
+/// server's socket goes away at once) must not hold the webroot's lease: a writer's open
+/// goes through once they are gone, not after the kernel's lease-break-time (45 s). Found by
+/// the soak: a closed connection's queues were read off the listening socket, whose backlog
+/// looked like bytes not yet delivered.
+#[test]
+fn closed_connections_do_not_hold_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = version(dir.path(), "a", 1, BIG, SMALL);
+    let b = version(dir.path(), "b", 2, BIG, SMALL);
+    let vhosts = dir.path().join("vhosts");
+    std::fs::create_dir(&vhosts).unwrap();
+    let entry = vhosts.join("w.test");
+    std::fs::copy(&a.file, &entry).unwrap();
+    let h = Httpd::start(&vhosts, &[]);
+    serves(&h, "w.test", Some(&a), 0);
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(h.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /big.bin HTTP/1.1\r\nHost: w.test\r\n\r\n").unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let resp = tests::read_response(&mut r, false).unwrap();
+        assert_eq!(resp.body, a.objects["/big.bin"].1);
+        // Dropped: the client closes first.
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    rewrite_in_place(&b.file, &entry);
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_secs(20),
+        "the writer waited {waited:?}: closed connections held the lease"
+    );
+    serves(&h, "w.test", Some(&b), 0);
+    assert!(alive(&h));
+}
