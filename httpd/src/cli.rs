@@ -8,8 +8,19 @@ use clap::Parser;
 
 use crate::out::IoModel;
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 500ms, 3s, 1m)"))
+/// The longest timeout accepted: a year. Longer ones mean "never" to an operator, and a
+/// deadline computed from them would overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A timeout from the command line or the configuration file: `500ms`, `3s`, `1m`, up to
+/// [`MAX_DURATION`].
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (use e.g. 500ms, 3s, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?}: longer than a year"));
+    }
+    Ok(d)
 }
 
 /// Whether to load the eBPF programs.

@@ -182,8 +182,7 @@ impl HostConfig {
 
 fn duration(key: &str, v: &Option<String>) -> Result<()> {
     if let Some(v) = v {
-        humantime::parse_duration(v)
-            .with_context(|| format!("{key} = {v:?}: not a duration (e.g. \"500ms\", \"3s\")"))?;
+        crate::cli::duration(v).map_err(|e| anyhow::anyhow!("{key} = {e}"))?;
     }
     Ok(())
 }
@@ -206,8 +205,12 @@ fn choice<T: ValueEnum>(key: &str, v: &Option<String>) -> Result<()> {
 pub fn load(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    let cfg: FileConfig =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+}
+
+/// Parses and validates the text of a configuration file ([`load`] without the file).
+pub fn parse(text: &str) -> Result<FileConfig> {
+    let cfg: FileConfig = toml::from_str(text)?;
     let check = || -> Result<()> {
         duration("upstream_timeout", &cfg.upstream_timeout)?;
         duration("inactivity_timeout", &cfg.inactivity_timeout)?;
@@ -217,12 +220,17 @@ pub fn load(path: &Path) -> Result<FileConfig> {
         choice::<crate::cli::EbpfMode>("ebpf", &cfg.ebpf)?;
         choice::<crate::cli::Switch>("ebpf_splice", &cfg.ebpf_splice)?;
         choice::<crate::accesslog::Format>("log_format", &cfg.log_format)?;
+        let mut names = std::collections::BTreeSet::new();
         for (name, h) in &cfg.hosts {
             h.validate(name)?;
+            // Hosts are looked up lower-cased: a second spelling would silently replace one.
+            if !names.insert(name.to_ascii_lowercase()) {
+                bail!("hosts.{name:?}: another host has this name in other case");
+            }
         }
         Ok(())
     };
-    check().map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    check()?;
     Ok(cfg)
 }
 
@@ -240,7 +248,7 @@ pub fn host_settings(cfg: &FileConfig) -> Result<BTreeMap<String, HostSettings>>
 /// Fills every setting of `args` that was not given on the command line from the file.
 pub fn apply(args: &mut crate::cli::Args, f: &FileConfig, m: &clap::ArgMatches) {
     let explicit = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    let dur = |v: &Option<String>| v.as_deref().and_then(|s| humantime::parse_duration(s).ok());
+    let dur = |v: &Option<String>| v.as_deref().and_then(|s| crate::cli::duration(s).ok());
     macro_rules! set {
         ($field:ident, $value:expr) => {
             if !explicit(stringify!($field))
@@ -398,4 +406,34 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
         let _ = writeln!(o, "headers = {{ {} }}", hs.join(", "));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found with the config fuzz target's invariants: two spellings of one host were both
+    /// accepted and `host_settings` kept only one of them.
+    #[test]
+    fn host_names_differing_in_case_refused() {
+        let e = parse("[hosts.\"A.test\"]\n[hosts.\"a.test\"]\nupstream_prefixes = [\"/api/\"]\n")
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("other case"), "{e:#}");
+        let cfg = parse("[hosts.\"A.test\"]\n[hosts.\"b.test\"]\n").unwrap();
+        assert_eq!(host_settings(&cfg).unwrap().len(), 2);
+    }
+
+    /// A drain timeout of a thousand years overflowed the clock when the drain began.
+    #[test]
+    fn durations_are_bounded() {
+        let e = parse("drain_timeout = \"1000years\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("drain_timeout"), "{e:#}");
+        assert!(parse("drain_timeout = \"365days\"\n").is_ok());
+        assert!(parse("header_timeout = \"3\"\n").is_err());
+        assert!(crate::cli::duration("18446744073709551615s").is_err());
+        assert_eq!(
+            crate::cli::duration("2s"),
+            Ok(std::time::Duration::from_secs(2))
+        );
+    }
 }

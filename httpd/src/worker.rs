@@ -197,7 +197,7 @@ impl Worker {
                     let _ = self.poll.registry().deregister(l);
                 }
                 listeners.clear();
-                drain_deadline = Some(now + limits.drain);
+                drain_deadline = Some(now + limits.drain.min(crate::cli::MAX_DURATION));
             }
             if now.duration_since(last_sweep) >= Duration::from_millis(250)
                 || drain_deadline.is_some()

@@ -526,7 +526,9 @@ impl Webroot {
                 return Err(ctx.bad("meta", format!("object {i}: alias of a non-file")));
             }
         }
-        // Every object is reachable through exactly one bucket whose hash matches its path.
+        // Every object is reachable through exactly one bucket whose hash matches its path,
+        // and `lookup` gets there: the probe from the hash's own bucket meets no empty bucket
+        // and no other object of the same path on the way.
         let mut seen = vec![false; n];
         for b in 0..buckets {
             let slot = get_u32(&index, b * BUCKET_LEN + 8) as usize;
@@ -536,10 +538,17 @@ impl Webroot {
             let o = objects
                 .get(slot - 1)
                 .ok_or_else(|| ctx.bad("index", format!("bucket {b} names object {slot}")))?;
-            if get_u64(&index, b * BUCKET_LEN) != path_hash(&o.path)
-                || std::mem::replace(&mut seen[slot - 1], true)
-            {
+            let h = get_u64(&index, b * BUCKET_LEN);
+            if h != path_hash(&o.path) || std::mem::replace(&mut seen[slot - 1], true) {
                 return Err(ctx.bad("index", format!("bucket {b} inconsistent")));
+            }
+            let mut p = (h as usize) & (buckets - 1);
+            while p != b {
+                let s = get_u32(&index, p * BUCKET_LEN + 8) as usize;
+                if s == 0 || objects.get(s - 1).is_some_and(|x| x.path == o.path) {
+                    return Err(ctx.bad("index", format!("bucket {b} unreachable by lookup")));
+                }
+                p = (p + 1) & (buckets - 1);
             }
         }
         if seen.iter().any(|s| !s) {

@@ -166,6 +166,35 @@ fn flipped_bits_in_each_section() {
     assert_eq!(problems[0].path, "/a/b.txt");
 }
 
+/// Found by fuzzing: an index entry moved out of its probe sequence (checksums resealed) was
+/// accepted, and its object could never be looked up.
+#[test]
+fn unreachable_index_entry_is_refused() {
+    let b = sample();
+    let index_off = layout::get_u64(&b, layout::H_INDEX_OFF) as usize;
+    let buckets = layout::get_u32(&b, layout::H_BUCKETS) as usize;
+    let entry = |k: usize| index_off + k * layout::BUCKET_LEN;
+    let slot = |b: &[u8], k: usize| layout::get_u32(b, entry(k) + 8);
+    // An entry whose hash's own bucket is preceded by an empty one: move it there.
+    let (from, to) = (0..buckets)
+        .filter(|&k| slot(&b, k) != 0)
+        .map(|k| {
+            let home = layout::get_u64(&b, entry(k)) as usize & (buckets - 1);
+            (k, (home + buckets - 1) & (buckets - 1))
+        })
+        .find(|&(_, to)| slot(&b, to) == 0)
+        .expect("a free bucket before some home bucket");
+    let mut c = b.clone();
+    let (f, t) = (entry(from), entry(to));
+    let moved: Vec<u8> = c[f..f + layout::BUCKET_LEN].to_vec();
+    c[t..t + layout::BUCKET_LEN].copy_from_slice(&moved);
+    c[f..f + layout::BUCKET_LEN].fill(0);
+    reseal(&mut c);
+    let e = open_bytes(&c).unwrap_err().to_string();
+    assert!(e.contains("unreachable by lookup"), "{e}");
+    assert!(open_bytes(&b).is_ok());
+}
+
 #[test]
 fn bad_input_is_refused() {
     let mut c = Cursor::new(Vec::new());

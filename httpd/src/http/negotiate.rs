@@ -79,8 +79,9 @@ pub fn choose_lines<'o, 'l>(
                 .map(|q| (q, r))
         })
         .max_by(|(qa, ra), (qb, rb)| qa.cmp(qb).then(rb.body_len.cmp(&ra.body_len)));
-    // Identity is acceptable unless excluded, but preferred only when asked for more strongly.
-    match (best, qs[0]) {
+    // Identity is acceptable unless excluded, but preferred only when asked for more strongly
+    // (by name, else by `*`, which matches identity too: RFC 9110 section 12.5.3).
+    match (best, qs[0].or(star)) {
         (Some((q, r)), Some(qi)) if q >= qi => Some(r),
         (Some((_, r)), None) => Some(r),
         _ => Some(identity),
@@ -151,5 +152,22 @@ mod tests {
         assert_eq!(c("zstd"), Encoding::Identity);
         assert_eq!(c("gzip;q=2"), Encoding::Identity);
         assert_eq!(c(""), Encoding::Identity);
+    }
+
+    /// Found by fuzzing: `*;q=1` asks for identity more strongly than `br;q=0.999`, but the
+    /// variant was chosen.
+    #[test]
+    fn star_counts_for_identity() {
+        let (_d, w) = obj();
+        let o = w.lookup(b"/x").unwrap();
+        let c = |a: &str| {
+            choose_lines(std::iter::once(a.as_bytes()), true, o)
+                .unwrap()
+                .encoding
+        };
+        assert_eq!(c("x-gzip;q=0, br;q=0.999, *;q=1"), Encoding::Identity);
+        assert_eq!(c("br;q=0.5, *;q=0.5"), Encoding::Brotli);
+        assert_eq!(c("br;q=0.5, *;q=0"), Encoding::Brotli);
+        assert_eq!(c("*"), Encoding::Brotli);
     }
 }

@@ -195,6 +195,7 @@ pub fn parse_response(
     let mut cl: Option<u64> = None;
     let mut te: Option<&[u8]> = None;
     let mut close = minor == 0;
+    let mut said_close = false;
     for f in resp.headers.iter() {
         let v = f.value.trim_ascii();
         if v.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
@@ -220,9 +221,10 @@ pub fn parse_response(
         } else if f.name.eq_ignore_ascii_case("connection") {
             for t in list(v) {
                 if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
+                    (close, said_close) = (true, true);
                 } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
+                    // close wins, in whatever order the two came (RFC 9112 section 9.3).
+                    close = said_close;
                 }
             }
         }
@@ -312,10 +314,11 @@ pub fn client_response(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"1.1 httpd\r\n");
+    // A Date the upstream named in Connection was not copied: it needs one too.
     if !resp
         .headers
         .iter()
-        .any(|f| f.name.eq_ignore_ascii_case("date"))
+        .any(|f| f.name.eq_ignore_ascii_case("date") && !is_hop(f.name, &conn))
     {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(c.date.as_bytes());
@@ -472,6 +475,34 @@ mod tests {
         ] {
             assert!(p(bad, false).is_err(), "accepted {bad:?}");
         }
+    }
+
+    /// Found with the response_head fuzz target's invariants: `close` followed by
+    /// `keep-alive` made an HTTP/1.0 upstream connection reusable, and a Date the upstream
+    /// named in Connection left the client's response without any Date.
+    #[test]
+    fn close_wins_and_date_always_sent() {
+        for raw in [
+            "HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            let r = parse_response(raw.as_bytes(), false).unwrap().unwrap();
+            assert!(!r.reusable, "{raw:?}");
+        }
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: date\r\nDate: x\r\nContent-Length: 1\r\n\r\n";
+        let rh = parse_response(raw, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        let side = ClientSide {
+            minor: 1,
+            keep_alive: true,
+            date: "D",
+        };
+        client_response(raw, &rh, side, b"", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.contains("\r\nDate: D\r\n") && !s.contains("Date: x"),
+            "{s}"
+        );
     }
 
     #[test]

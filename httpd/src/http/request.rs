@@ -169,6 +169,16 @@ fn valid_host(h: &[u8]) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || b".-_:[]~!$&'()*+,;=%".contains(&c))
 }
 
+/// The request line at the front of `buf`, after the empty lines a server ignores there
+/// (RFC 9112 section 2.2), up to its LF (its CR is counted against the limit); None while it
+/// has no LF yet.
+fn request_line(buf: &[u8]) -> Option<&[u8]> {
+    let start = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
+    let line = &buf[start..];
+    let end = line.iter().position(|&c| c == b'\n')?;
+    Some(&line[..end])
+}
+
 /// Parses one request head from the front of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -176,8 +186,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            let line_end = buf.iter().position(|&c| c == b'\n');
-            if line_end.is_none_or(|e| e > MAX_REQUEST_LINE) && buf.len() > MAX_REQUEST_LINE {
+            let line = request_line(buf);
+            if line.is_none_or(|l| l.len() > MAX_REQUEST_LINE) && buf.len() > MAX_REQUEST_LINE {
                 return Err(HeadError::UriTooLong);
             }
             if buf.len() > MAX_HEAD {
@@ -188,10 +198,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
         Err(httparse::Error::Version) => {
             // A well-formed HTTP-version other than 1.x gets 505; garbage gets 400.
-            let line = buf.split(|&c| c == b'\n').next().unwrap_or(buf);
+            // Exactly method SP target SP version, or it is not a version problem.
+            let line = request_line(buf).unwrap_or(b"");
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let v = line.rsplit(|&c| c == b' ').next().unwrap_or(b"");
-            let ok = v.len() == 8
+            let mut parts = line.split(|&c| c == b' ');
+            let v = parts.nth(2).unwrap_or(b"");
+            let ok = parts.next().is_none()
+                && v.len() == 8
                 && v.starts_with(b"HTTP/")
                 && v[5].is_ascii_digit()
                 && v[6] == b'.'
@@ -213,7 +226,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Bad("malformed request line"));
     };
-    if path.len() > MAX_REQUEST_LINE {
+    // The limit an incomplete head is held to above, so that the answer does not depend on how
+    // the request was split between reads.
+    if request_line(&buf[..len]).is_some_and(|l| l.len() > MAX_REQUEST_LINE) {
         return Err(HeadError::UriTooLong);
     }
     // A request-target is ASCII (RFC 9112 section 3.2, RFC 3986); one that is not, or is in
@@ -237,6 +252,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let mut te: Option<&[u8]> = None;
     let mut te_count = 0;
     let mut conn_upgrade = false;
+    let mut conn_close = false;
     let (mut repeated_ims, mut repeated_ius, mut repeated_range) = (false, false, false);
     let mut has_upgrade = false;
     for f in req.headers.iter() {
@@ -261,9 +277,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         } else if is("connection") {
             for t in list(v) {
                 if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
                     h.keep_alive = false;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    h.keep_alive = true;
+                    // close wins, in whatever order the two came (RFC 9112 section 9.3).
+                    h.keep_alive = !conn_close;
                 } else if t.eq_ignore_ascii_case(b"upgrade") {
                     conn_upgrade = true;
                 }
@@ -459,6 +477,48 @@ mod tests {
         );
     }
 
+    /// Found with the request_head fuzz target's invariants: `close` followed by
+    /// `keep-alive` kept an HTTP/1.0 connection open.
+    #[test]
+    fn close_wins_over_keep_alive() {
+        for raw in [
+            "GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: close\r\nConnection: Keep-Alive\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+        ] {
+            assert!(!p(raw).unwrap().unwrap().keep_alive, "{raw:?}");
+        }
+    }
+
+    /// Found by fuzzing: a request line just over the limit with a target under it was
+    /// accepted when it arrived in one read and refused with 414 when it arrived in two.
+    #[test]
+    fn request_line_limit_does_not_depend_on_reads() {
+        let head = |target_len: usize| {
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(target_len - 1)
+            )
+        };
+        // "GET " + target + " HTTP/1.1" + CR is the line the limit counts.
+        let at_limit = head(MAX_REQUEST_LINE - 14);
+        let over = head(MAX_REQUEST_LINE - 13);
+        assert!(p(&at_limit).unwrap().is_some());
+        assert_eq!(p(&over).unwrap_err(), HeadError::UriTooLong);
+        for cut in [
+            1,
+            MAX_REQUEST_LINE - 1,
+            MAX_REQUEST_LINE + 1,
+            at_limit.len() - 1,
+        ] {
+            assert!(matches!(p(&at_limit[..cut]), Ok(None)), "{cut}");
+            assert!(
+                matches!(p(&over[..cut]), Ok(None) | Err(HeadError::UriTooLong)),
+                "{cut}"
+            );
+        }
+    }
+
     #[test]
     fn limits_and_versions() {
         assert_eq!(p("GET / HTTP/2.0\r\n\r\n").unwrap_err(), HeadError::Version);
@@ -467,6 +527,24 @@ mod tests {
             HeadError::Version
         );
         assert!(matches!(p("GET / FOO\r\n\r\n"), Err(HeadError::Bad(_))));
+        // Not a version problem: the line is not method SP target SP version.
+        for raw in ["GET /x  HTTP/1.1\r\n\r\n", "GET  /x HTTP/2.0\r\n\r\n"] {
+            assert!(matches!(p(raw), Err(HeadError::Bad(_))), "{raw:?}");
+        }
+        assert_eq!(
+            p("\r\nGET / HTTP/2.0\r\n\r\n").unwrap_err(),
+            HeadError::Version
+        );
+        // Empty lines before the request line do not lift its limit.
+        let long_after_crlf = format!(
+            "\r\n\r\nGET /{} HTTP/1.1\r\n\r\n",
+            "a".repeat(MAX_REQUEST_LINE)
+        );
+        assert_eq!(p(&long_after_crlf).unwrap_err(), HeadError::UriTooLong);
+        assert_eq!(
+            p(&long_after_crlf[..MAX_REQUEST_LINE + 10]).unwrap_err(),
+            HeadError::UriTooLong
+        );
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE));
         assert_eq!(p(&long).unwrap_err(), HeadError::UriTooLong);
         let big = format!(
