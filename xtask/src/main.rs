@@ -1,13 +1,15 @@
-//! Project automation: `cargo xtask setup | build-ebpf | build | test | run | bench`.
+//! Project automation: `cargo xtask setup | build-ebpf | build | test | run | bench | fuzz | soak`.
 
 mod bench;
 mod cmd;
 mod cold_bench;
 mod disk;
 mod ebpf;
+mod fuzz;
 mod provenance;
 mod run;
 mod setup;
+mod soak;
 mod tunnel_bench;
 
 use anyhow::Result;
@@ -33,8 +35,9 @@ enum Task {
     BuildEbpf,
     /// Release build of everything, the eBPF object included when the toolchain is there.
     Build,
-    /// setup + setup --check + build + every test (unit, integration, end-to-end) + fmt and
-    /// clippy. CI runs this.
+    /// setup + setup --check + build + every test (unit, integration, end-to-end, the
+    /// differential suite) + fmt and clippy + a 2-minute soak + a minute of fuzzing per target.
+    /// CI runs this.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -67,6 +70,29 @@ enum Task {
         #[arg(long, default_value = "async-sendfile")]
         io: String,
     },
+    /// The soak: every kind of client at once against httpd (bodies checked byte by byte)
+    /// while faults run on a schedule, then the invariants (test runs a short one).
+    Soak {
+        /// Seconds of load (two phases: --ebpf off, then auto; then the limits).
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Write the report (markdown) to this file as well.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+        /// Use the binaries already in target/release.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Coverage-guided fuzzing (libFuzzer, stable toolchain) of every target in
+    /// httpd/fuzz/fuzz_targets, from its seeds; prints a table. A crash fails it.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Run only the targets whose name contains this text.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -91,6 +117,15 @@ fn main() -> Result<()> {
             io,
             ..
         } => bench::bench(seconds, output.as_deref(), only.as_deref(), &io, no_build),
+        Task::Soak {
+            seconds,
+            report,
+            no_build,
+        } => soak::run(seconds, report.as_deref(), !no_build),
+        Task::Fuzz { seconds, only } => {
+            print!("{}", fuzz::run(seconds, only.as_deref())?);
+            Ok(())
+        }
     }
 }
 
@@ -127,6 +162,11 @@ fn test(extra: &[String]) -> Result<()> {
     if extra.is_empty() {
         partial_io_run()?;
         ebpf_run()?;
+        let target = cmd::root().join("target");
+        soak::run(120, Some(&target.join("soak.md")), false)?;
+        let table = fuzz::run(60, None)?;
+        print!("{table}");
+        std::fs::write(target.join("fuzz.md"), table)?;
     }
     Ok(())
 }
