@@ -179,6 +179,42 @@ fn request_line(buf: &[u8]) -> Option<&[u8]> {
     Some(&line[..end])
 }
 
+/// httparse refused the version of the request line at the front of `buf`: a well-formed
+/// HTTP-version other than 1.x gets 505, anything else 400. Exactly method SP target SP
+/// version, or it is not a version problem. httparse says so as soon as it sees `HTTP/2`, so
+/// while the line has no end yet and its version could still become well formed, read more:
+/// the answer must not depend on how the bytes arrived.
+fn version_error(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
+    const SHAPE: &[u8] = b"HTTP/d.d";
+    let fits = |v: &[u8]| {
+        v.len() <= SHAPE.len()
+            && v.iter().zip(SHAPE).all(|(&c, &s)| match s {
+                b'd' => c.is_ascii_digit(),
+                s => c == s,
+            })
+    };
+    let (line, complete) = match request_line(buf) {
+        Some(l) => (l.strip_suffix(b"\r").unwrap_or(l), true),
+        None => {
+            let start = buf
+                .iter()
+                .position(|&c| c != b'\r' && c != b'\n')
+                .unwrap_or(buf.len());
+            (&buf[start..], false)
+        }
+    };
+    let mut parts = line.split(|&c| c == b' ');
+    let v = parts.nth(2).unwrap_or(b"");
+    let one_version = parts.next().is_none();
+    if complete && one_version && fits(v) && v.len() == SHAPE.len() {
+        return Err(HeadError::Version);
+    }
+    if !complete && one_version && fits(v.strip_suffix(b"\r").unwrap_or(v)) {
+        return Ok(None);
+    }
+    Err(HeadError::Bad("malformed request line"))
+}
+
 /// Parses one request head from the front of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -196,25 +232,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
-        Err(httparse::Error::Version) => {
-            // A well-formed HTTP-version other than 1.x gets 505; garbage gets 400.
-            // Exactly method SP target SP version, or it is not a version problem.
-            let line = request_line(buf).unwrap_or(b"");
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let mut parts = line.split(|&c| c == b' ');
-            let v = parts.nth(2).unwrap_or(b"");
-            let ok = parts.next().is_none()
-                && v.len() == 8
-                && v.starts_with(b"HTTP/")
-                && v[5].is_ascii_digit()
-                && v[6] == b'.'
-                && v[7].is_ascii_digit();
-            return Err(if ok {
-                HeadError::Version
-            } else {
-                HeadError::Bad("malformed request line")
-            });
-        }
+        Err(httparse::Error::Version) => return version_error(buf),
         Err(_) => return Err(HeadError::Bad("malformed request head")),
     };
     if len > MAX_HEAD {
