@@ -176,10 +176,11 @@ impl World {
         Ok(s)
     }
 
-    /// A static response from `host` that failed on a connection that asked ow.test for
-    /// something (`conn_ow`: this response or an earlier one): a cut while ow.test is written
-    /// in place is explained, because httpd resets every connection whose socket may still hold
-    /// pages of the withdrawn file (sent but not yet acknowledged), whichever request it is on.
+    /// A static request to `host` that failed (its write, or its response) on a connection
+    /// that asked ow.test for something (`conn_ow`: this request or an earlier one): a cut
+    /// while ow.test is written in place is explained, because httpd resets every connection
+    /// whose socket may still hold pages of the withdrawn file (sent but not yet acknowledged),
+    /// whichever request it is on, and the client may be writing its next one.
     fn failed_static(&self, kind: &'static str, host: &str, conn_ow: bool, why: String) {
         if (conn_ow || host == "ow.test") && self.faults.ow() {
             self.tally.add(kind, Outcome::CutInFault);
@@ -229,7 +230,7 @@ fn static_keepalive(w: &World, seed: u64) {
             conn_ow |= host == "ow.test";
             let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
             if r.get_mut().write_all(req.as_bytes()).is_err() {
-                w.failed("static", false, format!("write {host}{path}"));
+                w.failed_static("static", host, conn_ow, format!("write {path}"));
                 break;
             }
             match read_response(&mut r, false) {
@@ -260,7 +261,7 @@ fn ranges_and_conditionals(w: &World, seed: u64) {
             let req =
                 format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={a}-{b}\r\n\r\n");
             if r.get_mut().write_all(req.as_bytes()).is_err() {
-                w.failed("range", false, "write".into());
+                w.failed_static("range", host, conn_ow, "write".into());
                 break;
             }
             let resp = match read_response(&mut r, false) {
@@ -287,7 +288,7 @@ fn ranges_and_conditionals(w: &World, seed: u64) {
             let req =
                 format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nIf-None-Match: {etag}\r\n\r\n");
             if r.get_mut().write_all(req.as_bytes()).is_err() {
-                w.failed("conditional", false, "write".into());
+                w.failed_static("conditional", host, conn_ow, "write".into());
                 break;
             }
             match read_response(&mut r, false) {
