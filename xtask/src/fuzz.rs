@@ -53,6 +53,31 @@ struct Row {
     artifacts: Vec<PathBuf>,
     /// libFuzzer's exit status when it was not success.
     failed: Option<String>,
+    /// What the log says about the failure: from the panic (or libFuzzer's `==ERROR`) to the
+    /// input's bytes, so CI's output alone names the bug.
+    why: String,
+}
+
+/// The part of a libFuzzer log that explains a failure: from the first panic message or
+/// `==ERROR` line on, at most 40 lines, stopping after the input's Base64 line.
+fn why(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let Some(start) = lines
+        .iter()
+        .position(|l| l.contains("panicked at") || l.starts_with("==") && l.contains("ERROR"))
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for l in lines[start..].iter().take(40) {
+        out.push_str("    ");
+        out.push_str(l);
+        out.push('\n');
+        if l.starts_with("Base64:") {
+            break;
+        }
+    }
+    out
 }
 
 /// The fuzz targets: the files of httpd/fuzz/fuzz_targets, by name.
@@ -191,6 +216,11 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<Row> {
         corpus: field(last, "corp:").unwrap_or(0),
         artifacts: found,
         failed: (!status.success()).then(|| status.to_string()),
+        why: if status.success() {
+            String::new()
+        } else {
+            why(&text)
+        },
     })
 }
 
@@ -266,6 +296,11 @@ pub(crate) fn run(seconds: u64, only: Option<&str>) -> Result<String> {
                 "{}: libFuzzer failed ({s}) without an artifact: see target/fuzz/logs/{}.log",
                 r.target, r.target
             );
+        }
+    }
+    for r in &rows {
+        if !r.why.is_empty() {
+            let _ = writeln!(problems, "{} log:\n{}", r.target, r.why);
         }
     }
     if !problems.is_empty() {

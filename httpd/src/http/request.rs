@@ -210,9 +210,23 @@ fn version_error(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         return Err(HeadError::Version);
     }
     if !complete && one_version && fits(v.strip_suffix(b"\r").unwrap_or(v)) {
-        return Ok(None);
+        return incomplete(buf);
     }
     Err(HeadError::Bad("malformed request line"))
+}
+
+/// The head at the front of `buf` has no end yet: read more, unless it is already past a limit
+/// (checked here, for every way a head can be incomplete, so that the answer does not depend on
+/// how the request was split between reads).
+fn incomplete(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
+    let line = request_line(buf);
+    if line.is_none_or(|l| l.len() > MAX_REQUEST_LINE) && buf.len() > MAX_REQUEST_LINE {
+        return Err(HeadError::UriTooLong);
+    }
+    if buf.len() > MAX_HEAD {
+        return Err(HeadError::HeadersTooLarge);
+    }
+    Ok(None)
 }
 
 /// Parses one request head from the front of `buf`. `Ok(None)`: incomplete, read more.
@@ -221,16 +235,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            let line = request_line(buf);
-            if line.is_none_or(|l| l.len() > MAX_REQUEST_LINE) && buf.len() > MAX_REQUEST_LINE {
-                return Err(HeadError::UriTooLong);
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(HeadError::HeadersTooLarge);
-            }
-            return Ok(None);
-        }
+        Ok(httparse::Status::Partial) => return incomplete(buf),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
         Err(httparse::Error::Version) => return version_error(buf),
         Err(_) => return Err(HeadError::Bad("malformed request head")),
@@ -535,6 +540,30 @@ mod tests {
                 "{cut}"
             );
         }
+    }
+
+    /// Found by fuzzing (CI): a request line whose version could still become `HTTP/2.0`
+    /// was waited for past the limits, where any other incomplete line is refused.
+    #[test]
+    fn incomplete_version_is_held_to_the_limits() {
+        // The same answer as for the same bytes with a version that is not refused early.
+        for (lead, target) in [
+            ("", MAX_REQUEST_LINE),
+            ("\r\n", 1),
+            (&"\r\n".repeat(MAX_HEAD / 2), 1),
+        ] {
+            let two = format!("{lead}GET /{} HTTP/2", "a".repeat(target));
+            let one = two.replace("HTTP/2", "HTTP/1");
+            assert_eq!(
+                p(&two).map(|h| h.is_some()),
+                p(&one).map(|h| h.is_some()),
+                "{} bytes",
+                two.len()
+            );
+        }
+        assert!(p(&format!("GET /{} HTTP/2", "a".repeat(MAX_REQUEST_LINE))).is_err());
+        assert!(matches!(p("GET / HTTP/2"), Ok(None)));
+        assert!(matches!(p("GET / HTTP/2."), Ok(None)));
     }
 
     #[test]
