@@ -95,8 +95,12 @@ pub fn upstream_request(
     }
     for f in req.headers.iter() {
         let n = f.name;
-        if (authority.is_some() && n.eq_ignore_ascii_case("host"))
-            || is_hop(n, &conn)
+        // Host is the absolute-form target's authority when there is one; it is never a
+        // connection option (a request must carry it, RFC 9112 section 3.2), whatever a
+        // Connection line names.
+        let host = n.eq_ignore_ascii_case("host");
+        if (host && authority.is_some())
+            || (!host && is_hop(n, &conn))
             || n.eq_ignore_ascii_case("content-length")
             || n.eq_ignore_ascii_case("x-forwarded-for")
             || n.eq_ignore_ascii_case("x-forwarded-proto")
@@ -395,6 +399,23 @@ mod tests {
         assert!(s.contains("Via: 1.0 edge, 1.1 httpd\r\n"));
         assert_eq!(s.matches("Content-Length: 3\r\n").count(), 1);
         assert!(s.ends_with("Accept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ex.com\r\nVia: 1.0 edge, 1.1 httpd\r\nContent-Length: 3\r\n\r\n"), "{s}");
+    }
+
+    /// Found by the request_head fuzz target (CI): `Connection: Host` took the only Host line
+    /// off the request sent upstream. Host is never a connection option.
+    #[test]
+    fn connection_cannot_remove_host() {
+        for raw in [
+            &b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection:Host, :\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: host\r\nHost: x\r\nX-A: 1\r\n\r\n",
+        ] {
+            let h = parse(raw).unwrap().unwrap();
+            let mut out = Vec::new();
+            upstream_request(raw, &h, "127.0.0.1".parse().unwrap(), "fb", &mut out);
+            let s = String::from_utf8(out).unwrap();
+            assert_eq!(s.matches("\r\nHost: x\r\n").count(), 1, "{s}");
+            assert!(!s.contains("onnection"), "{s}");
+        }
     }
 
     /// An empty Host is passed on as it came, never joined by a second, made-up one (the
