@@ -278,6 +278,13 @@ fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Pro
                 ),
             };
             tracing::info!("eBPF {state}");
+            if splice {
+                tracing::warn!(
+                    "tunnel splice: a spliced tunnel can deliver a segment twice now and then \
+                     (a kernel defect seen on Linux 6.18, rare; ARCHITECTURE.md, \"The tunnel \
+                     splice\"): keep it off where every byte matters"
+                );
+            }
             Ok((Some(p), state))
         }
         Err(e) if args.ebpf == EbpfMode::Auto => {
