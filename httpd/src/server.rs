@@ -280,9 +280,10 @@ fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Pro
             tracing::info!("eBPF {state}");
             if splice {
                 tracing::warn!(
-                    "tunnel splice: a spliced tunnel can deliver a segment twice now and then \
-                     (a kernel defect seen on Linux 6.18, rare; ARCHITECTURE.md, \"The tunnel \
-                     splice\"): keep it off where every byte matters"
+                    "tunnel splice: a spliced tunnel delivers bytes twice when its sender \
+                     retransmits a segment that partly overlaps what arrived (a kernel defect \
+                     seen on Linux 6.18; ARCHITECTURE.md, \"The tunnel splice\"): keep it off \
+                     where every byte matters"
                 );
             }
             Ok((Some(p), state))

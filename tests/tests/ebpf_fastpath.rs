@@ -604,13 +604,12 @@ fn rare_events_reach_the_debug_log() {
 }
 
 /// Many 16 MiB echoes through spliced tunnels, one at a time (ignored: minutes, not part of
-/// the suite; `SPLICE_STRESS_N`, `SPLICE_STRESS_SIZE` override). A reproducer for a rare
-/// kernel-side duplication on this machine's kernel (6.18): now and then one or a few whole
-/// segments (65,483 bytes each on loopback) come out of a spliced direction twice, although
-/// httpd read nothing of the tunnel after the handover (the verdict's byte counter includes
-/// the extra bytes; TCP received them once). Seen 0 times in 9,300 echoes here, and in 1 of
-/// about 300-1,100 when the handover is 300 us later after the 101 (a sleep put there for the
-/// experiment); see ARCHITECTURE.md, "The tunnel splice".
+/// the suite; `SPLICE_STRESS_N`, `SPLICE_STRESS_SIZE` override). A reproducer for a kernel
+/// defect (6.18 here): a retransmitted segment that partly overlaps bytes already received is
+/// handed to the verdict whole, so the overlap is delivered twice (ARCHITECTURE.md, "The tunnel
+/// splice"). Loopback reorders now and then, so an echo now and then comes back with one to
+/// three segments doubled: 0 in 9,300 here as httpd hands over, 1 in 300-1,100 when the handover
+/// comes 300 us later.
 /// `CI=true cargo test --release -p tests --test ebpf_fastpath splice_stress -- --ignored`
 #[test]
 #[ignore]
