@@ -329,6 +329,9 @@ pub struct SpliceHealth {
     pub moved: bool,
     /// Too much is held inside the kernel (a reader stopped): close the tunnel.
     pub overloaded: bool,
+    /// Bytes the kernel delivered twice: reset the tunnel (both sockets are set to reset
+    /// on close), so the corruption ends in an error, not a clean close.
+    pub doubled: u64,
 }
 
 /// A tunnel handed over to the kernel.
@@ -558,7 +561,12 @@ impl Exchange {
         if self.splice.is_none() {
             return SpliceHealth::default();
         }
+        // The client twice, around the upstream: each direction compares its receiver's
+        // counters with its sender's read after them (see Drain::doubled).
         let Some((c, u)) = self.counters(client) else {
+            return SpliceHealth::default();
+        };
+        let Ok(c_after) = sys::tcp_counters(client) else {
             return SpliceHealth::default();
         };
         let Some(s) = self.splice.as_mut() else {
@@ -569,8 +577,18 @@ impl Exchange {
         let moved = total != s.seen;
         s.seen = total;
         let mut backlog = s.u2c.backlog(&u, self.up_read, self.up_shut, &c);
+        let mut doubled = s
+            .u2c
+            .doubled((&u, self.up_read, self.up_shut), (&c, self.client_shut));
         if let Some(d) = &s.c2u {
             backlog = backlog.max(d.backlog(&c, client_read, self.client_shut, &u));
+            doubled += d.doubled(
+                (&c_after, client_read, self.client_shut),
+                (&u, self.up_shut),
+            );
+        }
+        if doubled > 0 {
+            let _ = sys::reset_on_close(&self.sock);
         }
         let overloaded = if backlog > crate::splice::BACKLOG_MAX {
             now.duration_since(*s.over_since.get_or_insert(now)) >= crate::splice::BACKLOG_GRACE
@@ -578,7 +596,11 @@ impl Exchange {
             s.over_since = None;
             false
         };
-        SpliceHealth { moved, overloaded }
+        SpliceHealth {
+            moved,
+            overloaded,
+            doubled,
+        }
     }
 
     /// Follows a spliced tunnel to its end: when a side's FIN arrived and everything before it
@@ -610,6 +632,13 @@ impl Exchange {
                 DrainState::Open => {}
                 DrainState::Draining => s.draining = true,
                 DrainState::Drained => {
+                    // X's FIN is in: its counters are final, whatever the order they were read.
+                    let n = s
+                        .u2c
+                        .doubled((&u, self.up_read, self.up_shut), (&c, self.client_shut));
+                    if n > 0 {
+                        return doubled_abort(client, &self.sock, n);
+                    }
                     sys::shutdown_write(client.as_raw_fd());
                     s.u2c.done = true;
                     self.client_shut = true;
@@ -630,6 +659,10 @@ impl Exchange {
                 DrainState::Open => {}
                 DrainState::Draining => s.draining = true,
                 DrainState::Drained => {
+                    let n = d.doubled((&c, client_read, self.client_shut), (&u, self.up_shut));
+                    if n > 0 {
+                        return doubled_abort(client, &self.sock, n);
+                    }
                     let _ = self.sock.shutdown(Shutdown::Write);
                     d.done = true;
                     self.up_shut = true;
@@ -1106,4 +1139,22 @@ impl Exchange {
             }
         }
     }
+}
+
+/// The kernel delivered `n` bytes of a spliced tunnel twice (ARCHITECTURE.md, "The tunnel
+/// splice"): both sockets reset on close, so the corruption ends in an error, not a clean close.
+pub fn doubled_abort(client: &TcpStream, upstream: &TcpStream, n: u64) -> Step {
+    report_doubled(n);
+    let _ = sys::reset_on_close(client);
+    let _ = sys::reset_on_close(upstream);
+    Step::Abort
+}
+
+/// The error line for a spliced tunnel reset because the kernel delivered `n` bytes twice.
+pub fn report_doubled(n: u64) {
+    tracing::error!(
+        "spliced tunnel reset: {n} bytes went out twice (a kernel defect: a retransmitted \
+         segment that partly overlapped what had arrived was redirected whole; ARCHITECTURE.md, \
+         \"The tunnel splice\")"
+    );
 }

@@ -282,8 +282,8 @@ fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Pro
                 tracing::warn!(
                     "tunnel splice: a spliced tunnel delivers bytes twice when its sender \
                      retransmits a segment that partly overlaps what arrived (a kernel defect \
-                     seen on Linux 6.18; ARCHITECTURE.md, \"The tunnel splice\"): keep it off \
-                     where every byte matters"
+                     seen on Linux 6.18; httpd then resets it; ARCHITECTURE.md, \"The tunnel \
+                     splice\"): keep it off where every byte matters"
                 );
             }
             Ok((Some(p), state))

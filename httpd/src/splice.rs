@@ -230,6 +230,34 @@ impl Drain {
         x_shut_by_us: bool,
         y: &TcpCounters,
     ) -> u64 {
+        let (received, queued) = self.totals(x, x_read, x_shut_by_us, y);
+        received.saturating_sub(queued)
+    }
+
+    /// Bytes queued on Y beyond what X received: bytes the kernel delivered twice (a
+    /// retransmitted segment that partly overlapped what had arrived goes to the verdict
+    /// whole: ARCHITECTURE.md, "The tunnel splice"). Meaningful only with Y's counters read
+    /// before X's, or after X's FIN (else bytes arriving in between look doubled).
+    /// `y_shut_by_us`: httpd shut Y's write side, whose FIN counts one in Y's queued total.
+    pub fn doubled(
+        &self,
+        (x, x_read, x_shut_by_us): (&TcpCounters, u64, bool),
+        (y, y_shut_by_us): (&TcpCounters, bool),
+    ) -> u64 {
+        let (received, queued) = self.totals(x, x_read, x_shut_by_us, y);
+        queued
+            .saturating_sub(u64::from(y_shut_by_us))
+            .saturating_sub(received)
+    }
+
+    /// What X received and what Y got queued since the handover, by the kernel.
+    fn totals(
+        &self,
+        x: &TcpCounters,
+        x_read: u64,
+        x_shut_by_us: bool,
+        y: &TcpCounters,
+    ) -> (u64, u64) {
         let fin = u64::from(fin_received(x, x_shut_by_us));
         let tail = self.tail.as_ref().map_or(0, |t| t.len() as u64);
         let received = x
@@ -241,7 +269,7 @@ impl Drain {
             .queued()
             .saturating_sub(self.base_queued)
             .saturating_sub(self.tail_pos as u64);
-        received.saturating_sub(queued)
+        (received, queued)
     }
 
     /// At the handover, with Y's counters read before X's bytes can be redirected into it.
@@ -296,5 +324,47 @@ impl Drain {
         }
         self.moved += (self.tail_pos - written_before) as u64;
         DrainState::Drained
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(state: u8, acked: u64, received: u64, outq: u64) -> TcpCounters {
+        TcpCounters {
+            state,
+            bytes_acked: acked,
+            bytes_received: received,
+            outq,
+        }
+    }
+
+    /// Y got queued what X received since the handover, no more: nothing doubled; beyond it
+    /// (the kernel redirecting an overlapping retransmission whole) is what `doubled` reports.
+    #[test]
+    fn doubled_bytes_are_what_y_got_beyond_what_x_received() {
+        const ESTABLISHED: u8 = 1;
+        // At the handover Y had queued 161 bytes (httpd's own), X had received 70 (all read
+        // by httpd: x_read).
+        let d = Drain::new(&counters(ESTABLISHED, 161, 0, 0));
+        let y = |queued: u64| counters(ESTABLISHED, 161 + queued - 1000, 0, 1000);
+        let x = |received: u64| counters(ESTABLISHED, 0, 70 + received, 0);
+        // In flight: received, not all queued yet.
+        assert_eq!(d.backlog(&x(100_000), 70, false, &y(60_000)), 40_000);
+        assert_eq!(d.doubled((&x(100_000), 70, false), (&y(60_000), false)), 0);
+        assert_eq!(d.doubled((&x(100_000), 70, false), (&y(100_000), false)), 0);
+        // httpd shut Y after that: its FIN is one more in Y's queued total, not a byte.
+        assert_eq!(d.doubled((&x(100_000), 70, false), (&y(100_001), true)), 0);
+        // A segment of 65,483 bytes delivered twice.
+        assert_eq!(
+            d.doubled((&x(100_000), 70, false), (&y(165_483), false)),
+            65_483
+        );
+        assert_eq!(d.backlog(&x(100_000), 70, false, &y(165_483)), 0);
+        // X's FIN counts one in bytes_received, not a byte of data.
+        let fin = counters(TCP_CLOSE_WAIT, 0, 70 + 100_000 + 1, 0);
+        assert_eq!(d.doubled((&fin, 70, false), (&y(100_000), false)), 0);
+        assert_eq!(d.backlog(&fin, 70, false, &y(100_000)), 0);
     }
 }

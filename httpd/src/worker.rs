@@ -444,7 +444,11 @@ impl LoopState {
             if health.moved {
                 c.last_active = now;
             }
-            if health.overloaded {
+            if health.doubled > 0 {
+                crate::forward::report_doubled(health.doubled);
+                c.cut();
+                self.close(poll, key, shared);
+            } else if health.overloaded {
                 tracing::warn!(
                     "spliced tunnel closed: over {} MiB held in the kernel for {:?} (its reader \
                      fell behind; the kernel splice has no backpressure)",

@@ -608,8 +608,8 @@ fn rare_events_reach_the_debug_log() {
 /// defect (6.18 here): a retransmitted segment that partly overlaps bytes already received is
 /// handed to the verdict whole, so the overlap is delivered twice (ARCHITECTURE.md, "The tunnel
 /// splice"). Loopback reorders now and then, so an echo now and then comes back with one to
-/// three segments doubled: 0 in 9,300 here as httpd hands over, 1 in 300-1,100 when the handover
-/// comes 300 us later.
+/// three segments doubled, or (httpd detecting it) reset: 0 in 9,300 here as httpd hands over,
+/// 1 in 300-1,100 when the handover comes 300 us later.
 /// `CI=true cargo test --release -p tests --test ebpf_fastpath splice_stress -- --ignored`
 #[test]
 #[ignore]
