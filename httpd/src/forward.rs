@@ -329,8 +329,8 @@ pub struct SpliceHealth {
     pub moved: bool,
     /// Too much is held inside the kernel (a reader stopped): close the tunnel.
     pub overloaded: bool,
-    /// Bytes the kernel delivered twice: reset the tunnel (both sockets are set to reset
-    /// on close), so the corruption ends in an error, not a clean close.
+    /// Bytes the kernel delivered twice (said and both sockets set to reset on close):
+    /// close the tunnel.
     pub doubled: u64,
 }
 
@@ -588,7 +588,7 @@ impl Exchange {
             );
         }
         if doubled > 0 {
-            let _ = sys::reset_on_close(&self.sock);
+            reset_doubled(client, &self.sock, doubled);
         }
         let overloaded = if backlog > crate::splice::BACKLOG_MAX {
             now.duration_since(*s.over_since.get_or_insert(now)) >= crate::splice::BACKLOG_GRACE
@@ -637,7 +637,8 @@ impl Exchange {
                         .u2c
                         .doubled((&u, self.up_read, self.up_shut), (&c, self.client_shut));
                     if n > 0 {
-                        return doubled_abort(client, &self.sock, n);
+                        reset_doubled(client, &self.sock, n);
+                        return Step::Abort;
                     }
                     sys::shutdown_write(client.as_raw_fd());
                     s.u2c.done = true;
@@ -661,7 +662,8 @@ impl Exchange {
                 DrainState::Drained => {
                     let n = d.doubled((&c, client_read, self.client_shut), (&u, self.up_shut));
                     if n > 0 {
-                        return doubled_abort(client, &self.sock, n);
+                        reset_doubled(client, &self.sock, n);
+                        return Step::Abort;
                     }
                     let _ = self.sock.shutdown(Shutdown::Write);
                     d.done = true;
@@ -1142,19 +1144,14 @@ impl Exchange {
 }
 
 /// The kernel delivered `n` bytes of a spliced tunnel twice (ARCHITECTURE.md, "The tunnel
-/// splice"): both sockets reset on close, so the corruption ends in an error, not a clean close.
-pub fn doubled_abort(client: &TcpStream, upstream: &TcpStream, n: u64) -> Step {
-    report_doubled(n);
-    let _ = sys::reset_on_close(client);
-    let _ = sys::reset_on_close(upstream);
-    Step::Abort
-}
-
-/// The error line for a spliced tunnel reset because the kernel delivered `n` bytes twice.
-pub fn report_doubled(n: u64) {
+/// splice"): said once, and both sockets reset on close, so the corruption ends in an error,
+/// not a clean close.
+fn reset_doubled(client: &TcpStream, upstream: &TcpStream, n: u64) {
     tracing::error!(
         "spliced tunnel reset: {n} bytes went out twice (a kernel defect: a retransmitted \
          segment that partly overlapped what had arrived was redirected whole; ARCHITECTURE.md, \
          \"The tunnel splice\")"
     );
+    let _ = sys::reset_on_close(client);
+    let _ = sys::reset_on_close(upstream);
 }

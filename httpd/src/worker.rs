@@ -445,8 +445,6 @@ impl LoopState {
                 c.last_active = now;
             }
             if health.doubled > 0 {
-                crate::forward::report_doubled(health.doubled);
-                c.cut();
                 self.close(poll, key, shared);
             } else if health.overloaded {
                 tracing::warn!(
