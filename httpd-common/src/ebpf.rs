@@ -107,3 +107,9 @@ mod pod {
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::FastpathConfig {}
 }
+
+/// An IPv4 address as the kernel hands it to the programs (stored as in the packet: network
+/// order in memory), for keys and the fast-path configuration.
+pub fn ip_u32(ip: core::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}

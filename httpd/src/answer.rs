@@ -12,7 +12,7 @@ use crate::http::negotiate;
 use crate::http::range::{self, Decision};
 use crate::http::request::{Framing, Head, Method};
 use crate::http::response::{error_body, prefix};
-use crate::http::target::{encode_path, normalize_path, parse_target};
+use crate::http::target::{encode_path, normalize_path};
 use crate::out::OutQueue;
 use crate::vhosts::{Host, HostTable};
 
@@ -72,10 +72,7 @@ fn keep_alive(h: &Head<'_>) -> bool {
 /// The answer from the webroot, or None for a miss (no host, no object, other methods).
 fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -> Option<Answered> {
     let h = r.h;
-    let target = match parse_target(h.target) {
-        Ok(t) => t,
-        Err(_) => return Some(r.error(out, 400, "")),
-    };
+    let target = &h.parsed;
     if target.asterisk {
         return None;
     }
@@ -301,7 +298,7 @@ pub fn bad_head(status: u16, date: &str, out: &mut OutQueue) -> Answered {
 
 /// Picks the host for a request: the absolute-form target's host wins over Host.
 pub fn route<'t>(h: &Head<'_>, table: &'t HostTable) -> Option<&'t Arc<Host>> {
-    let from_target = parse_target(h.target).ok().and_then(|t| t.host);
+    let from_target = h.parsed.host;
     let host = from_target.or(h.host.map(crate::http::target::strip_port));
     table.find(host)
 }

@@ -7,6 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+use crate::vhosts::{HostSettings, Mount};
 use clap::ValueEnum;
 use serde::Deserialize;
 
@@ -58,54 +60,6 @@ pub struct HostConfig {
     /// prefix removed (`"/docs/" = "/srv/docs.webroot"`).
     #[serde(default)]
     pub mounts: BTreeMap<String, PathBuf>,
-}
-
-/// A mounted webroot.
-#[derive(Clone)]
-pub struct Mount {
-    /// Ends with `/`.
-    pub prefix: Vec<u8>,
-    pub root: std::sync::Arc<httpd_common::webroot::Webroot>,
-}
-
-impl std::fmt::Debug for Mount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} -> {}",
-            String::from_utf8_lossy(&self.prefix),
-            self.root.path().display()
-        )
-    }
-}
-
-impl PartialEq for Mount {
-    fn eq(&self, other: &Self) -> bool {
-        self.prefix == other.prefix && std::sync::Arc::ptr_eq(&self.root, &other.root)
-    }
-}
-
-impl Eq for Mount {}
-
-/// Per-host settings in the form the serving path uses.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct HostSettings {
-    /// `Name: value\r\n` lines.
-    pub headers: Vec<u8>,
-    pub upstream_prefixes: Vec<Vec<u8>>,
-    pub upstream: Option<SocketAddr>,
-    /// Longest prefix first.
-    pub mounts: Vec<Mount>,
-}
-
-impl HostSettings {
-    /// The mount serving a normalised path, and the path inside it; None: the host's own.
-    pub fn mount<'p>(&self, path: &'p [u8]) -> Option<(&Mount, &'p [u8])> {
-        self.mounts
-            .iter()
-            .find(|m| path.starts_with(&m.prefix))
-            .map(|m| (m, &path[m.prefix.len() - 1..]))
-    }
 }
 
 fn token(s: &str) -> bool {

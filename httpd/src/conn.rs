@@ -1,17 +1,34 @@
 //! One client connection: read, parse, answer in order (pipelining), forward misses to the
 //! upstream, write, keep alive. Driven by the worker's event loop (edge-triggered), never
 //! blocking.
+//!
+//! What the connection is doing is its [`Phase`]:
+//!
+//! ```text
+//!  Requests --a miss--> Forwarding --done--> Requests
+//!     |                     |--101--> Tunnel --both sides closed--> Closing
+//!     |                     \--failed--> Closing (an error page, or the cut response)
+//!     \--error, Connection: close, EOF--> Closing --output written--> Lingering | closed
+//! ```
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
 
 use crate::accesslog::Record;
 use crate::answer::{self, Answered};
-use crate::forward::{Exchange, LogFields, Request, Step, UpCtx};
+use crate::forward::exchange::Turn;
+use crate::forward::tunnel::{ClientEnd, Offer};
+use crate::forward::{
+    Exchange, LogFields, Progress, ProxyError, Request, SpliceHealth, Tunnel, TunnelStep, UpCtx,
+    UpReady,
+};
+use crate::http::exchange::ClientRequest;
 use crate::http::proxy;
 use crate::http::request::{self, Framing, Head, Method};
 use crate::out::{Flushed, IoModel, OutQueue};
@@ -26,8 +43,23 @@ const SPARE_BUFS: usize = 64;
 const READ_CAP: usize = request::MAX_HEAD + 4096;
 /// Stop answering pipelined requests while this much output waits.
 const OUT_HIGH: u64 = 512 * 1024;
-/// Longest logged field kept for a forwarded request.
-const LOG_FIELD: usize = 1024;
+/// A client socket's read interest: data, and urgent data (EPOLLPRI), after which a read can
+/// be short with bytes still queued, so the connection reads on to EAGAIN.
+pub const CLIENT_READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
+/// How long a closing connection may linger to drain the client's input.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What woke a connection up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The client socket's event (`Readable::No`: writable only).
+    Client(Readable),
+    /// The upstream socket's event.
+    Upstream(UpReady),
+    /// No event: the worker drives it again (it yielded at the write budget, a tunnel in
+    /// the kernel is draining, a cold send ended). Not activity.
+    Tick,
+}
 
 /// What the client socket's event said about reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +70,27 @@ pub enum Readable {
     /// Read until EAGAIN or EOF: the peer closed (or errored, or sent urgent data), or no
     /// event said (a connection just accepted).
     ToEnd,
-    /// No event: the worker polls a draining spliced tunnel. Not activity.
-    Tick,
+}
+
+/// How a drive ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drive {
+    /// Keep the connection; drive it again on its next event, or sooner.
+    Open(Again),
+    /// Close it now.
+    Close,
+}
+
+/// When to drive an open connection again without an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    OnEvent,
+    /// Its flush stopped at the write budget: at the next turn, after a poll that does not
+    /// wait.
+    NextTurn,
+    /// Its tunnel is draining in the kernel (no event comes when a queue empties): at the
+    /// next turn of the loop, about a millisecond.
+    Soon,
 }
 
 /// Everything a connection borrows from its worker while it runs.
@@ -61,17 +112,53 @@ pub struct WorkerCtx<'a> {
     pub up: Option<UpCtx<'a>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Open,
+/// What the connection is doing.
+enum Phase {
+    /// Reading request heads: answering them here (static hits, errors) or starting an
+    /// exchange.
+    Requests,
+    /// An exchange with the upstream is in progress; no later request is parsed meanwhile.
+    Forwarding(Box<Exchange>),
+    /// An upgraded connection: bytes both ways until both sides close.
+    Tunnel(Box<Tunnel>),
     /// Close once the output queue is empty.
     Closing,
     /// Write side shut; discarding input until EOF or the linger deadline.
     Lingering,
 }
 
+/// What the client socket's reads said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastRead {
+    Data,
+    /// EAGAIN: no segment is half read (a tunnel may go to the kernel).
+    Empty,
+    /// EOF.
+    Eof,
+}
+
+/// How the socket is registered with the worker's poll.
+#[derive(Debug, Default, Clone, Copy)]
+struct Registration {
+    /// Registered at all (not before its first drive).
+    registered: bool,
+    /// Registered for writability.
+    watching_writes: bool,
+    /// A write hit EAGAIN: writability must be watched.
+    blocked_on_write: bool,
+}
+
+/// A closed connection's last sendfile webroot, whose pages the kernel may still hold for it
+/// (unacknowledged, or unread by a peer on this host): held (and so its lease) for
+/// the worker's `RETIRE_MAX`, or, once withdrawn, until they are delivered.
+pub struct Retired {
+    pub root: std::sync::Arc<httpd_common::webroot::Webroot>,
+    pub local: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
+}
+
 pub struct Conn {
-    pub sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
     rbuf: Vec<u8>,
     start: usize,
@@ -79,40 +166,29 @@ pub struct Conn {
     out: OutQueue,
     /// Request body bytes still to skip.
     discard: u64,
-    state: State,
-    eof: bool,
+    phase: Phase,
+    last_read: LastRead,
     /// The socket may have unread input (no EAGAIN since the last readable edge).
     want_read: bool,
-    /// A write hit EAGAIN: the worker must watch for writability.
-    pub blocked_on_write: bool,
-    /// The worker registered this socket for writability.
-    pub watching_writes: bool,
-    /// The worker registered this socket with epoll at all (not before its first drive).
-    pub registered: bool,
-    /// The last request's body was not consumed (chunked, or Expect: 100-continue).
-    unread_input: bool,
-    pub last_active: Instant,
-    /// When the current (incomplete) request head began arriving.
-    pub head_since: Option<Instant>,
-    /// The exchange with the upstream in progress, if any.
-    pub fwd: Option<Box<Exchange>>,
-    /// Bytes ever read from the client.
-    read_total: u64,
     /// A short read does not end reading: the peer's FIN may be queued behind the data (a
     /// read returns the data and takes the FIN, and no event comes for it).
     read_to_end: bool,
-    /// The last read found the socket empty (EAGAIN): no segment is half read, so the kernel
-    /// splice may take over.
-    drained: bool,
-    /// A spliced tunnel is draining: the worker drives this connection again soon.
-    pub ticking: bool,
-    /// Its last flush stopped at the write budget: the worker drives it again at the next
-    /// turn, after a poll that does not wait.
-    pub yielded: bool,
+    /// The last request's body was not consumed (chunked, or Expect: 100-continue).
+    unread_input: bool,
+    reg: Registration,
+    last_active: Instant,
+    /// When the current (incomplete) request head began arriving.
+    head_since: Option<Instant>,
+    /// Bytes ever read from the client.
+    read_total: u64,
 }
 
-fn cut(v: &[u8]) -> Vec<u8> {
-    v[..v.len().min(LOG_FIELD)].to_vec()
+/// How a round of `process` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    Moved,
+    Still,
+    Close,
 }
 
 impl Conn {
@@ -148,10 +224,10 @@ impl Conn {
 
     /// At close: the webroot last sent from with sendfile, whose pages the kernel may still
     /// hold for this connection, with the two addresses to find out when it no longer does.
-    pub fn retire(&mut self) -> Option<crate::worker::Retired> {
+    pub fn retire(&mut self) -> Option<Retired> {
         let root = self.out.release_zero_copy()?;
         let local = self.sock.local_addr().ok()?;
-        Some(crate::worker::Retired {
+        Some(Retired {
             root,
             local,
             peer: self.peer,
@@ -190,257 +266,305 @@ impl Conn {
             end: 0,
             out: OutQueue::default(),
             discard: 0,
-            state: State::Open,
-            eof: false,
+            phase: Phase::Requests,
+            last_read: LastRead::Data,
             want_read: true,
-            blocked_on_write: false,
-            watching_writes: false,
-            registered: false,
+            read_to_end: true,
             unread_input: false,
+            reg: Registration::default(),
             last_active: now,
             head_since: None,
-            fwd: None,
             read_total: 0,
-            read_to_end: true,
-            drained: false,
-            ticking: false,
-            yielded: false,
         }
     }
 
     /// Whether the connection sits between requests with nothing in flight.
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && self.start == self.end && self.discard == 0 && self.fwd.is_none()
+        self.out.is_empty()
+            && self.start == self.end
+            && self.discard == 0
+            && matches!(
+                self.phase,
+                Phase::Requests | Phase::Closing | Phase::Lingering
+            )
     }
 
-    pub fn is_lingering(&self) -> bool {
-        self.state == State::Lingering
-    }
-
-    /// Handles readiness of the client socket (`readable`) or of the upstream socket
-    /// (`up_ready`). Returns false when the connection must be closed now.
-    pub fn drive(
-        &mut self,
-        ctx: &mut WorkerCtx<'_>,
-        readable: Readable,
-        up_ready: Option<(bool, bool, bool)>,
+    /// Whether the sweep should close it: lingering too long, inactive too long (unless
+    /// waiting for the upstream, which has its own timeout), a head arriving too slowly, or
+    /// idle while the server drains.
+    pub fn expired(
+        &self,
+        now: Instant,
+        inactivity: Duration,
+        header: Duration,
+        draining: bool,
     ) -> bool {
-        if readable != Readable::Tick {
-            self.last_active = ctx.now;
+        let idle = now.duration_since(self.last_active);
+        let waiting_upstream = self.exchange().is_some_and(|x| x.awaiting_response());
+        (matches!(self.phase, Phase::Lingering) && idle >= LINGER)
+            || (idle >= inactivity && !waiting_upstream)
+            || self
+                .head_since
+                .is_some_and(|s| now.duration_since(s) >= header)
+            || (draining && self.is_idle())
+    }
+
+    fn exchange(&self) -> Option<&Exchange> {
+        match &self.phase {
+            Phase::Forwarding(x) => Some(x),
+            _ => None,
         }
-        self.ticking = false;
-        self.yielded = false;
-        match readable {
-            Readable::No | Readable::Tick => {}
-            Readable::Yes => self.want_read = true,
-            Readable::ToEnd => {
-                self.want_read = true;
-                self.read_to_end = true;
+    }
+
+    fn tunnel(&mut self) -> Option<&mut Tunnel> {
+        match &mut self.phase {
+            Phase::Tunnel(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Its exchange waits for a response head past the upstream timeout.
+    pub fn upstream_overdue(&self, now: Instant, timeout: Duration) -> bool {
+        self.exchange().is_some_and(|x| x.timed_out(now, timeout))
+    }
+
+    /// Registers the socket with the poll after its first drive (a connection answered and
+    /// closed at once never costs an epoll_ctl), and for writability once a write blocked.
+    pub fn sync_poll(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let r = &mut self.reg;
+        if !r.registered {
+            r.registered = true;
+            r.watching_writes = r.blocked_on_write;
+            let interest = if r.blocked_on_write {
+                CLIENT_READ | Interest::WRITABLE
+            } else {
+                CLIENT_READ
+            };
+            registry.register(&mut self.sock, token, interest)
+        } else if r.blocked_on_write && !r.watching_writes {
+            r.watching_writes = true;
+            registry.reregister(&mut self.sock, token, CLIENT_READ | Interest::WRITABLE)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Handles an event. Returns whether to keep the connection, and when to drive it again.
+    pub fn drive(&mut self, ctx: &mut WorkerCtx<'_>, ev: Event) -> Drive {
+        match ev {
+            Event::Tick => {}
+            Event::Client(r) => {
+                self.last_active = ctx.now;
+                match r {
+                    Readable::No => {}
+                    Readable::Yes => self.want_read = true,
+                    Readable::ToEnd => {
+                        self.want_read = true;
+                        self.read_to_end = true;
+                    }
+                }
+            }
+            Event::Upstream(r) => {
+                self.last_active = ctx.now;
+                match &mut self.phase {
+                    Phase::Forwarding(x) => x.ready(r),
+                    Phase::Tunnel(t) => t.ready(r),
+                    _ => {}
+                }
             }
         }
-        if let (Some(f), Some((r, w, c))) = (self.fwd.as_mut(), up_ready) {
-            f.ready(r, w, c);
+        if matches!(self.phase, Phase::Lingering) {
+            return if self.linger() {
+                Drive::Open(Again::OnEvent)
+            } else {
+                Drive::Close
+            };
         }
-        if self.state == State::Lingering {
-            return self.linger();
-        }
-        if let Some(alive) = self.follow_splice(ctx) {
-            return alive;
+        if let Some(d) = self.follow_kernel_tunnel(ctx) {
+            return d;
         }
         loop {
-            let mut progress = false;
+            let mut moved = false;
             if self.rbuf.is_empty() && self.want_read {
                 self.rbuf = ctx.spare_bufs.pop().unwrap_or_else(|| vec![0; READ_BUF]);
             }
             match self.fill() {
-                Ok(p) => progress |= p,
-                Err(_) => return false,
+                Ok(p) => moved |= p,
+                Err(_) => return Drive::Close,
             }
             match self.process(ctx) {
-                Some(p) => progress |= p,
-                None => return false,
+                Round::Moved => moved = true,
+                Round::Still => {}
+                Round::Close => return Drive::Close,
             }
             let before = self.out.pending();
             match self.out.flush(&self.sock, ctx.io, ctx.probe) {
-                Ok(Flushed::All | Flushed::Cold) => self.blocked_on_write = false,
-                Ok(Flushed::Full) => self.blocked_on_write = true,
+                Ok(Flushed::All | Flushed::Cold) => self.reg.blocked_on_write = false,
+                Ok(Flushed::Full) => self.reg.blocked_on_write = true,
                 Ok(Flushed::Budget) => {
                     // The rest at the worker's next turn, after its other connections.
-                    self.blocked_on_write = false;
-                    self.yielded = true;
-                    return true;
+                    self.reg.blocked_on_write = false;
+                    return Drive::Open(Again::NextTurn);
                 }
-                Err(_) => return false,
+                Err(_) => return Drive::Close,
             }
-            progress |= self.out.pending() != before;
-            if self.out.is_empty() && self.splice_candidate(ctx) {
-                if self.probe_for_splice() {
-                    // Everything else is ready: one more read of each side proves it empty (a
-                    // short read may also stop at an urgent mark, inside a segment).
-                    progress = true;
-                } else if self.offer_splice(ctx) {
-                    // Both directions are the kernel's now: only their ends are watched.
-                    return self.follow_splice(ctx).unwrap_or(true);
-                }
-            }
+            moved |= self.out.pending() != before;
             if self.out.is_empty() {
-                if let Some(f) = self.fwd.as_mut()
-                    && f.wants_client_shutdown()
-                {
-                    sys::shutdown_write(self.sock.as_raw_fd());
-                }
-                if self.state == State::Closing {
-                    // Linger only when input may still be unread: closing with unread data
-                    // would reset the connection and could destroy the last response.
-                    if self.start == self.end && self.discard == 0 && !self.unread_input {
-                        return false;
-                    }
-                    return self.begin_linger();
-                }
-                if self.eof && self.fwd.is_none() {
-                    // Everything answered that could be: a partial request at EOF is dropped.
-                    return false;
+                match self.output_written(ctx) {
+                    ControlFlow::Continue(m) => moved |= m,
+                    ControlFlow::Break(d) => return d,
                 }
             }
-            if !progress {
+            if !moved {
                 self.rest(ctx);
-                return true;
+                return Drive::Open(self.again());
             }
         }
     }
 
-    /// A tunnel could be offered to the kernel splice, but for the sockets' last reads.
-    fn splice_candidate(&self, ctx: &WorkerCtx<'_>) -> bool {
-        self.fwd.as_ref().is_some_and(|f| f.splice_ready())
-            && self.start == self.end
-            && !self.eof
-            && self.state == State::Open
-            && self.registered
-            && ctx.up.as_ref().is_some_and(|u| u.splicer.is_some())
-    }
-
-    /// Asks for one more read of each side whose last read was not EAGAIN. True if any.
-    fn probe_for_splice(&mut self) -> bool {
-        let up = self.fwd.as_mut().is_some_and(|f| f.probe_upstream());
-        if !self.drained {
-            self.want_read = true;
-            return true;
+    /// Everything queued is written: offer a tunnel to the kernel, shut the client's write
+    /// side after a tunnel's last bytes, close or linger when closing. Continue(moved), or Break
+    /// with how the drive ends.
+    fn output_written(&mut self, ctx: &mut WorkerCtx<'_>) -> ControlFlow<Drive, bool> {
+        let mut moved = false;
+        match self.offer_tunnel(ctx) {
+            Offer::ReadFirst => moved = true,
+            Offer::Done(true) => {
+                // Both directions are the kernel's now: only their ends are watched.
+                return ControlFlow::Break(
+                    self.follow_kernel_tunnel(ctx)
+                        .unwrap_or(Drive::Open(Again::OnEvent)),
+                );
+            }
+            Offer::Done(false) | Offer::No => {}
         }
-        up
+        if let Some(t) = self.tunnel()
+            && t.wants_client_shutdown()
+        {
+            sys::shutdown_write(self.sock.as_raw_fd());
+        }
+        if matches!(self.phase, Phase::Closing) {
+            // Linger only when input may still be unread: closing with unread data would
+            // reset the connection and could destroy the last response.
+            if self.start == self.end && self.discard == 0 && !self.unread_input {
+                return ControlFlow::Break(Drive::Close);
+            }
+            return ControlFlow::Break(self.begin_linger());
+        }
+        if self.last_read == LastRead::Eof && matches!(self.phase, Phase::Requests) {
+            // Everything answered that could be: a partial request at EOF is dropped.
+            return ControlFlow::Break(Drive::Close);
+        }
+        ControlFlow::Continue(moved)
     }
 
-    /// Offers a splice candidate whose sockets both read EAGAIN last to the kernel. True when
-    /// both directions are spliced (the client is not read again).
-    fn offer_splice(&mut self, ctx: &mut WorkerCtx<'_>) -> bool {
-        let (Some(f), Some(up)) = (self.fwd.as_mut(), ctx.up.as_ref()) else {
-            return false;
+    fn again(&mut self) -> Again {
+        match self.tunnel() {
+            Some(t) if t.draining() => Again::Soon,
+            _ => Again::OnEvent,
+        }
+    }
+
+    /// Offers a tunnel whose buffers are empty to the kernel (`--ebpf-splice on`).
+    fn offer_tunnel(&mut self, ctx: &mut WorkerCtx<'_>) -> Offer {
+        let client_idle = self.start == self.end && self.reg.registered;
+        let Some(up) = ctx.up.as_ref() else {
+            return Offer::No;
         };
         let Some(splicer) = up.splicer else {
-            return false;
+            return Offer::No;
         };
-        f.can_splice() && f.start_splice(&self.sock, ctx.token, splicer, up.registry, ctx.stats)
+        if !client_idle {
+            return Offer::No;
+        }
+        let drained = self.last_read == LastRead::Empty;
+        let end = ClientEnd {
+            sock: &self.sock,
+            token: ctx.token,
+            read_total: self.read_total,
+            eof: self.last_read == LastRead::Eof,
+        };
+        let Phase::Tunnel(t) = &mut self.phase else {
+            return Offer::No;
+        };
+        let offer = t.offer(&end, drained, splicer, up.registry, ctx.stats);
+        if offer == Offer::ReadFirst && !drained {
+            self.want_read = true;
+        }
+        offer
     }
 
-    /// Follows a spliced tunnel. Some(alive) when the drive ends here (both directions are
-    /// spliced, or the tunnel is over); None to go on in user space.
-    fn follow_splice(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<bool> {
-        let f = self.fwd.as_mut()?;
-        if !f.spliced() {
+    /// Follows a tunnel in the kernel. Some(drive) when the drive ends here (both directions
+    /// are the kernel's, or the tunnel is over); None to go on in user space.
+    fn follow_kernel_tunnel(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<Drive> {
+        let end = ClientEnd {
+            sock: &self.sock,
+            token: ctx.token,
+            read_total: self.read_total,
+            eof: self.last_read == LastRead::Eof,
+        };
+        let Phase::Tunnel(t) = &mut self.phase else {
+            return None;
+        };
+        if !t.in_kernel() {
             return None;
         }
-        let step = f.splice_step(&self.sock, self.read_total);
-        self.ticking = f.splice_draining();
-        if let Step::Pending = step {
-            return f.spliced_both().then_some(true);
-        }
-        self.end_exchange_as_is(ctx);
-        Some(false)
-    }
-
-    /// Ends the exchange where it stands (logged with what was sent so far); the connection
-    /// closes after it.
-    fn end_exchange_as_is(&mut self, ctx: &mut WorkerCtx<'_>) {
-        if let Some(f) = self.fwd.take() {
-            let (status, bytes) = f.outcome();
-            self.end_exchange(
-                f,
-                Answered {
-                    status,
-                    bytes,
-                    close: true,
-                },
-                ctx,
-            );
-        }
-        self.ticking = false;
-    }
-
-    /// This connection's tunnel is spliced in the kernel (at least partly).
-    pub fn is_spliced(&self) -> bool {
-        self.fwd.as_ref().is_some_and(|f| f.spliced())
-    }
-
-    /// A spliced tunnel has been draining for a while: the sweep polls it.
-    pub fn splice_stalled(&self) -> bool {
-        self.fwd.as_ref().is_some_and(|f| f.splice_stalled())
-    }
-
-    /// How this connection's spliced tunnel is doing (default: no tunnel spliced).
-    pub fn splice_health(&mut self, now: Instant) -> crate::forward::SpliceHealth {
-        match self.fwd.as_mut() {
-            Some(f) => f.splice_health(&self.sock, self.read_total, now),
-            None => crate::forward::SpliceHealth::default(),
-        }
-    }
-
-    /// The upstream timeout passed with no response: answer 504. Returns false to close.
-    pub fn upstream_timeout(
-        &mut self,
-        ctx: &mut WorkerCtx<'_>,
-        timeout: std::time::Duration,
-    ) -> bool {
-        let Some(f) = &self.fwd else { return true };
-        if !f.timed_out(ctx.now, timeout) {
-            return true;
-        }
-        let sent = f.sent_client();
-        let Some(f) = self.fwd.take() else {
-            return true;
-        };
-        if sent {
-            let (status, bytes) = f.outcome();
-            let a = Answered {
-                status,
-                bytes,
-                close: true,
-            };
-            self.log_forwarded(&f.log, &a, ctx);
-        } else {
-            let a = answer::gateway_error(504, ctx.date, false, f.log.minor, &mut self.out);
-            self.log_forwarded(&f.log, &a, ctx);
-        }
-        if let Some(up) = ctx.up.as_mut() {
-            if !sent {
-                up.pool.timed_out();
+        let step = t.follow(&end);
+        let all = t.all_in_kernel();
+        match step {
+            TunnelStep::Open if all => Some(Drive::Open(self.again())),
+            TunnelStep::Open => None,
+            TunnelStep::Closed { .. } | TunnelStep::Failed(_) => {
+                self.end_forwarding(ctx, None);
+                Some(Drive::Close)
             }
-            f.finish(up.pool, up.registry);
         }
-        if sent {
-            return false;
+    }
+
+    /// Its tunnel is in the kernel (at least partly): the worker checks it regularly.
+    pub fn in_kernel(&self) -> bool {
+        matches!(&self.phase, Phase::Tunnel(t) if t.in_kernel())
+    }
+
+    /// Its tunnel in the kernel has been draining for a while: the sweep polls it.
+    pub fn kernel_stalled(&self) -> bool {
+        matches!(&self.phase, Phase::Tunnel(t) if t.stalled())
+    }
+
+    /// How its tunnel in the kernel is doing (bytes moved count as activity).
+    pub fn kernel_health(&mut self, now: Instant, token: usize) -> SpliceHealth {
+        let end = ClientEnd {
+            sock: &self.sock,
+            token,
+            read_total: self.read_total,
+            eof: self.last_read == LastRead::Eof,
+        };
+        let health = match &mut self.phase {
+            Phase::Tunnel(t) => t.health(&end, now),
+            _ => SpliceHealth::default(),
+        };
+        if health.moved {
+            self.last_active = now;
         }
-        self.state = State::Closing;
-        self.unread_input = true;
-        self.drive(ctx, Readable::No, None)
+        health
+    }
+
+    /// The upstream timeout passed with no response: answer 504.
+    pub fn upstream_timeout(&mut self, ctx: &mut WorkerCtx<'_>, timeout: Duration) -> Drive {
+        if !self.upstream_overdue(ctx.now, timeout) {
+            return Drive::Open(Again::OnEvent);
+        }
+        self.fail_exchange(ctx, ProxyError::Timeout(timeout));
+        self.drive(ctx, Event::Client(Readable::No))
     }
 
     /// An idle connection (everything answered and sent, nothing buffered) gives its read
     /// buffer back to the worker: an idle keep-alive connection then costs its `Conn` alone
-    /// (about 600 bytes), not a touched 8 KiB buffer too.
+    /// (about 470 bytes), not a touched buffer too.
     fn rest(&mut self, ctx: &mut WorkerCtx<'_>) {
         if self.start == self.end
             && !self.rbuf.is_empty()
-            && self.state == State::Open
-            && self.fwd.is_none()
+            && matches!(self.phase, Phase::Requests)
             && self.out.is_empty()
         {
             let buf = std::mem::take(&mut self.rbuf);
@@ -451,13 +575,22 @@ impl Conn {
         }
     }
 
+    /// Reading is over for good (closing, lingering or both directions in the kernel).
+    fn reads_stopped(&self) -> bool {
+        match &self.phase {
+            Phase::Requests | Phase::Forwarding(_) => false,
+            Phase::Tunnel(t) => t.all_in_kernel(),
+            Phase::Closing | Phase::Lingering => true,
+        }
+    }
+
     /// Reads what is available (up to the cap). Ok(true) if anything arrived.
     fn fill(&mut self) -> io::Result<bool> {
         let mut got = false;
         while self.want_read
-            && !self.eof
+            && self.last_read != LastRead::Eof
             && self.end - self.start < READ_CAP
-            && self.state == State::Open
+            && !self.reads_stopped()
         {
             if self.start == self.end {
                 (self.start, self.end) = (0, 0);
@@ -475,7 +608,7 @@ impl Conn {
             }
             let room = self.rbuf.len() - self.end;
             match self.sock.read(&mut self.rbuf[self.end..]) {
-                Ok(0) => self.eof = true,
+                Ok(0) => self.last_read = LastRead::Eof,
                 Ok(n) => {
                     self.read_total += n as u64;
                     // One read per round: the caller answers what arrived before reading
@@ -483,10 +616,11 @@ impl Conn {
                     // copies until the buffer is full or no segment is left), so reading stops
                     // until the next edge: no EAGAIN read per request. Unless the peer may have
                     // closed: then read on until EAGAIN or EOF.
-                    // (Not `drained`, which only EAGAIN proves: a read also stops short at an
-                    // urgent mark, and the splice must not start inside a segment.)
+                    // (Not `LastRead::Empty`, which only EAGAIN proves: a read also stops
+                    // short at an urgent mark, and the kernel must not take over a tunnel
+                    // inside a segment.)
                     self.want_read = n == room || self.read_to_end;
-                    self.drained = false;
+                    self.last_read = LastRead::Data;
                     self.end += n;
                     got = true;
                     break;
@@ -494,7 +628,7 @@ impl Conn {
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
                         self.want_read = false;
-                        self.drained = true;
+                        self.last_read = LastRead::Empty;
                         self.read_to_end = false;
                         break;
                     }
@@ -506,110 +640,140 @@ impl Conn {
         Ok(got)
     }
 
-    /// Parses and answers buffered requests while output has room; pumps the exchange in
-    /// progress. Some(progress), or None to close the connection at once.
-    fn process(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<bool> {
-        let mut progress = false;
-        while self.state == State::Open && self.out.pending() < OUT_HIGH {
-            if self.fwd.is_some() {
-                if !self.pump(ctx)? {
-                    break;
-                }
-                progress = true;
-                continue;
+    /// Parses and answers buffered requests while output has room; moves the exchange or the
+    /// tunnel in progress.
+    fn process(&mut self, ctx: &mut WorkerCtx<'_>) -> Round {
+        let mut moved = false;
+        while self.out.pending() < OUT_HIGH {
+            let step = match self.phase {
+                Phase::Forwarding(_) => self.pump(ctx),
+                Phase::Tunnel(_) => self.pump_tunnel(ctx),
+                Phase::Requests => self.next_request(ctx),
+                Phase::Closing | Phase::Lingering => Round::Still,
+            };
+            match step {
+                Round::Moved => moved = true,
+                Round::Still => break,
+                Round::Close => return Round::Close,
             }
-            let avail = self.end - self.start;
-            if self.discard > 0 {
-                let k = (avail as u64).min(self.discard);
-                if k == 0 {
-                    break;
-                }
-                self.discard -= k;
-                self.start += k as usize;
-                progress = true;
-                continue;
+        }
+        if moved { Round::Moved } else { Round::Still }
+    }
+
+    /// Skips a body, or parses and answers (or starts forwarding) the next buffered request.
+    fn next_request(&mut self, ctx: &mut WorkerCtx<'_>) -> Round {
+        let avail = self.end - self.start;
+        if self.discard > 0 {
+            let k = (avail as u64).min(self.discard);
+            if k == 0 {
+                return Round::Still;
             }
-            if avail == 0 {
-                break;
-            }
-            let buf = &self.rbuf[self.start..self.end];
-            match request::parse(buf) {
-                Ok(None) => {
-                    self.head_since.get_or_insert(ctx.now);
-                    if self.eof {
-                        self.start = self.end;
-                    }
-                    break;
-                }
-                Ok(Some(head)) => {
-                    self.head_since = None;
-                    progress = true;
-                    let host = answer::route(&head, ctx.table);
-                    let mut actx = answer::Ctx {
-                        date: ctx.date,
-                        path_buf: ctx.path_buf,
-                        forward: ctx.up.as_ref().is_some_and(|u| u.upstream.enabled)
-                            || host.is_some_and(|h| h.settings.upstream.is_some()),
-                    };
-                    let Some(a) = answer::answer(&head, host, &mut actx, &mut self.out) else {
-                        // Not a static hit: forward it.
-                        let up = ctx.up.as_mut()?;
-                        let fallback = up.upstream.addr.to_string();
-                        let mut req =
-                            self.forward_request(&head, host.map(|h| h.name.clone()), &fallback);
-                        if let Some(h) = host {
-                            req.upstream = h.settings.upstream;
-                            req.extra_headers = h.settings.headers.clone();
-                        }
-                        self.start += head.len;
-                        match Exchange::start(req, up) {
-                            Ok(x) => self.fwd = Some(Box::new(x)),
-                            Err(_) => {
-                                up.pool.failed();
-                                // The body was not read: skip it, or close when it cannot be
-                                // skipped, so it is never parsed as a request.
-                                let keep =
-                                    head.keep_alive && !head.chunked && !head.expect_continue;
-                                let a = answer::gateway_error(
-                                    502,
-                                    ctx.date,
-                                    keep,
-                                    head.minor,
-                                    &mut self.out,
-                                );
-                                self.finish_request(&head, &a, host, ctx, true);
-                                if let Framing::Length(n) = head.framing() {
-                                    self.discard = n;
-                                }
-                                if a.close {
-                                    self.state = State::Closing;
-                                    self.unread_input = true;
-                                }
-                            }
-                        }
-                        continue;
-                    };
-                    self.finish_request(&head, &a, host, ctx, false);
-                    if let Framing::Length(n) = head.framing() {
-                        self.discard = n;
-                    }
-                    self.start += head.len;
-                    if a.close {
-                        self.state = State::Closing;
-                        self.unread_input =
-                            head.framing() == Framing::Chunked || head.expect_continue;
-                    }
-                }
-                Err(e) => {
-                    answer::bad_head(e.status(), ctx.date, &mut self.out);
-                    self.state = State::Closing;
-                    self.unread_input = true;
+            self.discard -= k;
+            self.start += k as usize;
+            return Round::Moved;
+        }
+        if avail == 0 {
+            return Round::Still;
+        }
+        // The head borrows the read buffer while the connection changes: hold it aside.
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let round = self.answer_head(&rbuf[self.start..self.end], ctx);
+        self.rbuf = rbuf;
+        round
+    }
+
+    /// Parses the request at the front of `buf` and answers it here, or starts forwarding it.
+    fn answer_head(&mut self, buf: &[u8], ctx: &mut WorkerCtx<'_>) -> Round {
+        let head = match request::parse(buf) {
+            Ok(None) => {
+                self.head_since.get_or_insert(ctx.now);
+                if self.last_read == LastRead::Eof {
                     self.start = self.end;
-                    progress = true;
+                }
+                return Round::Still;
+            }
+            Ok(Some(head)) => head,
+            Err(e) => {
+                answer::bad_head(e.status(), ctx.date, &mut self.out);
+                self.close_after(true);
+                self.start = self.end;
+                return Round::Moved;
+            }
+        };
+        self.head_since = None;
+        let host = answer::route(&head, ctx.table);
+        let mut actx = answer::Ctx {
+            date: ctx.date,
+            path_buf: ctx.path_buf,
+            forward: ctx.up.as_ref().is_some_and(|u| u.upstream.enabled)
+                || host.is_some_and(|h| h.settings.upstream.is_some()),
+        };
+        if let Some(a) = answer::answer(&head, host, &mut actx, &mut self.out) {
+            self.finish_request(&head, &a, host, ctx, false);
+            if let Framing::Length(n) = head.framing() {
+                self.discard = n;
+            }
+            self.start += head.len;
+            if a.close {
+                self.close_after(head.framing() == Framing::Chunked || head.expect_continue);
+            }
+            return Round::Moved;
+        }
+        // Not a static hit: forward it.
+        self.forward(&head, &buf[..head.len], host, ctx)
+    }
+
+    /// Starts an exchange for a request that is not a static hit (`raw`: its head).
+    fn forward(
+        &mut self,
+        head: &Head<'_>,
+        raw: &[u8],
+        host: Option<&std::sync::Arc<crate::vhosts::Host>>,
+        ctx: &mut WorkerCtx<'_>,
+    ) -> Round {
+        let Some(up) = ctx.up.as_mut() else {
+            return Round::Close;
+        };
+        let bufs = (
+            up.bufs.pop().unwrap_or_default(),
+            up.bufs.pop().unwrap_or_default(),
+        );
+        let req = self.forward_request(head, raw, host.cloned(), up.fallback_host, bufs);
+        let len = head.len;
+        match Exchange::start(req, up) {
+            Ok(x) => {
+                self.start += len;
+                self.phase = Phase::Forwarding(Box::new(x));
+            }
+            Err(e) => {
+                ctx.stats.proxy_failed(e.class());
+                e.log(
+                    head.method_bytes,
+                    head.target,
+                    host.map_or("-", |h| h.name.as_str()),
+                );
+                // The body was not read: skip it, or close when it cannot be skipped, so it
+                // is never parsed as a request.
+                let keep = head.keep_alive && !head.chunked && !head.expect_continue;
+                let a =
+                    answer::gateway_error(e.status(), ctx.date, keep, head.minor, &mut self.out);
+                self.finish_request(head, &a, host, ctx, true);
+                if let Framing::Length(n) = head.framing() {
+                    self.discard = n;
+                }
+                self.start += len;
+                if a.close {
+                    self.close_after(true);
                 }
             }
         }
-        Some(progress)
+        Round::Moved
+    }
+
+    /// Closes once the output is written (`unread`: input may be left unread, so linger).
+    fn close_after(&mut self, unread: bool) {
+        self.phase = Phase::Closing;
+        self.unread_input |= unread;
     }
 
     /// Counts and logs a request answered here (`forwarded`: it was meant for the upstream).
@@ -631,148 +795,267 @@ impl Conn {
         }
     }
 
+    /// The request for the upstream: its head rewritten from the parsed one, with what the
+    /// exchange and the log need.
     fn forward_request(
         &self,
         head: &Head<'_>,
-        host: Option<String>,
+        raw: &[u8],
+        host: Option<std::sync::Arc<crate::vhosts::Host>>,
         fallback_host: &str,
-    ) -> Request<'static> {
-        let raw = &self.rbuf[self.start..self.start + head.len];
-        let mut up_head = Vec::with_capacity(head.len + 128);
+        (mut up_head, log): (Vec<u8>, Vec<u8>),
+    ) -> Request {
+        up_head.clear();
+        up_head.reserve(head.len + 128);
         proxy::upstream_request(raw, head, self.peer.ip(), fallback_host, &mut up_head);
         let m = head.method_bytes;
         Request {
             head: up_head,
-            upstream: None,
-            extra_headers: Vec::new(),
-            framing: head.framing(),
+            client: ClientRequest {
+                framing: head.framing(),
+                minor: head.minor,
+                keep_alive: head.keep_alive,
+                head: head.method() == Method::Head,
+                upgrade: head.upgrade,
+            },
             idempotent: matches!(head.method(), Method::Get | Method::Head)
                 || matches!(m, b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"),
-            client_minor: head.minor,
-            client_keep: head.keep_alive,
-            head_req: head.method() == Method::Head,
-            upgrade: head.upgrade,
-            log: LogFields {
-                method: cut(m),
-                target: cut(head.target),
-                minor: head.minor,
-                referer: head.referer.map(cut),
-                user_agent: head.user_agent.map(cut),
+            log: LogFields::new(
+                log,
+                m,
+                head.target,
+                head.referer,
+                head.user_agent,
+                head.minor,
                 host,
-            },
-            _marker: std::marker::PhantomData,
+            ),
         }
     }
 
-    /// Pumps the exchange. Some(true): it finished (the connection goes on with the next
-    /// request); Some(false): waiting; None: close the client now.
-    fn pump(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<bool> {
-        let up = ctx.up.as_mut()?;
-        let f = self.fwd.as_mut()?;
+    /// Moves the exchange in progress.
+    fn pump(&mut self, ctx: &mut WorkerCtx<'_>) -> Round {
+        let Some(up) = ctx.up.as_mut() else {
+            return Round::Close;
+        };
+        let Phase::Forwarding(x) = &mut self.phase else {
+            return Round::Still;
+        };
         let mut consumed = 0;
-        let step = f.pump(
-            &self.rbuf[self.start..self.end],
-            &mut consumed,
-            self.eof,
-            &mut self.out,
+        let progress = x.pump(&mut Turn {
+            input: &self.rbuf[self.start..self.end],
+            consumed: &mut consumed,
+            out: &mut self.out,
             up,
-            ctx.date,
-        );
+            date: ctx.date,
+            now: ctx.now,
+        });
         self.start += consumed;
-        match step {
+        match progress {
             // Client bytes moved upstream count as progress: the read side may have stopped at
             // its cap and must be read again (edge-triggered: no new event would come).
-            Step::Pending => Some(consumed > 0),
-            Step::Abort => {
-                // Send what arrived, then close: the short body shows the truncation.
-                self.end_exchange_as_is(ctx);
-                self.state = State::Closing;
-                Some(true)
+            Progress::Waiting if consumed > 0 => Round::Moved,
+            Progress::Waiting => Round::Still,
+            Progress::Upgraded => {
+                if let Phase::Forwarding(x) = std::mem::replace(&mut self.phase, Phase::Requests) {
+                    self.phase = Phase::Tunnel(Box::new(x.into_tunnel()));
+                }
+                Round::Moved
             }
-            Step::Done {
+            Progress::Done {
                 status,
                 bytes,
                 close_client,
             } => {
-                let f = self.fwd.take()?;
-                self.end_exchange(
-                    f,
+                let a = Answered {
+                    status,
+                    bytes,
+                    close: close_client,
+                };
+                self.end_forwarding(ctx, Some(a));
+                if close_client {
+                    self.close_after(true);
+                }
+                Round::Moved
+            }
+            Progress::Failed(e) => {
+                self.fail_exchange(ctx, e);
+                Round::Moved
+            }
+        }
+    }
+
+    /// Moves the tunnel's bytes in user space.
+    fn pump_tunnel(&mut self, ctx: &mut WorkerCtx<'_>) -> Round {
+        let Some(up) = ctx.up.as_ref() else {
+            return Round::Close;
+        };
+        let eof = self.last_read == LastRead::Eof;
+        let Phase::Tunnel(t) = &mut self.phase else {
+            return Round::Still;
+        };
+        let mut consumed = 0;
+        let step = t.pump(
+            &self.rbuf[self.start..self.end],
+            &mut consumed,
+            eof,
+            &mut self.out,
+            up.registry,
+        );
+        self.start += consumed;
+        match step {
+            TunnelStep::Open if consumed > 0 => Round::Moved,
+            TunnelStep::Open => Round::Still,
+            TunnelStep::Closed { .. } => {
+                self.end_forwarding(ctx, None);
+                self.close_after(true);
+                Round::Moved
+            }
+            TunnelStep::Failed(e) => {
+                tracing::debug!("tunnel ended: {e}");
+                // Send what arrived, then close.
+                self.end_forwarding(ctx, None);
+                self.close_after(false);
+                Round::Moved
+            }
+        }
+    }
+
+    /// An exchange that cannot complete: an error page when nothing of the response was sent
+    /// (502, 504, 400), else the connection closes after what was sent (the truncation shows).
+    /// Logged once here, counted by class.
+    fn fail_exchange(&mut self, ctx: &mut WorkerCtx<'_>, e: ProxyError) {
+        let Phase::Forwarding(x) = std::mem::replace(&mut self.phase, Phase::Requests) else {
+            return;
+        };
+        ctx.stats.proxy_failed(e.class());
+        e.log(x.log.method(), x.log.target(), x.log.host_name());
+        let sent = x.sent_client();
+        let a = if sent {
+            let (status, bytes) = x.outcome();
+            Answered {
+                status,
+                bytes,
+                close: true,
+            }
+        } else {
+            answer::gateway_error(e.status(), ctx.date, false, x.log.minor, &mut self.out)
+        };
+        self.log_exchange(&x.log, &a, ctx.stats, ctx.clf_time);
+        if let Some(up) = ctx.up.as_mut() {
+            x.finish(up.pool, up.registry, up.bufs);
+        }
+        self.close_after(!sent);
+    }
+
+    /// Ends the exchange or tunnel in progress: logged (`a`, or with what was sent so far),
+    /// its upstream connection pooled or closed; the phase goes back to `Requests`.
+    fn end_forwarding(&mut self, ctx: &mut WorkerCtx<'_>, a: Option<Answered>) {
+        match std::mem::replace(&mut self.phase, Phase::Requests) {
+            Phase::Forwarding(x) => {
+                let a = a.unwrap_or_else(|| {
+                    let (status, bytes) = x.outcome();
                     Answered {
                         status,
                         bytes,
-                        close: close_client,
-                    },
-                    ctx,
-                );
-                if close_client {
-                    self.state = State::Closing;
-                    self.unread_input = true;
+                        close: true,
+                    }
+                });
+                self.log_exchange(&x.log, &a, ctx.stats, ctx.clf_time);
+                if let Some(up) = ctx.up.as_mut() {
+                    x.finish(up.pool, up.registry, up.bufs);
                 }
-                Some(true)
             }
-            Step::Fail(status) => {
-                let f = self.fwd.take()?;
-                let a = answer::gateway_error(status, ctx.date, false, f.log.minor, &mut self.out);
-                self.end_exchange(f, a, ctx);
-                self.state = State::Closing;
-                self.unread_input = true;
-                Some(true)
+            Phase::Tunnel(t) => {
+                let a = Answered {
+                    status: 101,
+                    bytes: t.bytes(),
+                    close: true,
+                };
+                self.log_exchange(&t.log, &a, ctx.stats, ctx.clf_time);
+                if let Some(up) = ctx.up.as_mut() {
+                    t.finish(up.pool, up.bufs);
+                }
             }
+            other => self.phase = other,
         }
     }
 
-    /// Logs an exchange that is over and gives its upstream connection back (or closes it).
-    fn end_exchange(&self, f: Box<Exchange>, a: Answered, ctx: &mut WorkerCtx<'_>) {
-        self.log_forwarded(&f.log, &a, ctx);
-        if let Some(up) = ctx.up.as_mut() {
-            f.finish(up.pool, up.registry);
+    /// At close: an exchange or tunnel cut short (client gone, timeout, drain) is still
+    /// logged, and its upstream connection closed.
+    pub fn end_cut_short(
+        &mut self,
+        stats: &crate::stats::Stats,
+        clf_time: &str,
+        pool: &mut crate::forward::Pool,
+        registry: &Registry,
+        bufs: &mut Vec<Vec<u8>>,
+    ) {
+        match std::mem::replace(&mut self.phase, Phase::Closing) {
+            Phase::Forwarding(x) => {
+                let (status, bytes) = x.outcome();
+                let a = Answered {
+                    status,
+                    bytes,
+                    close: true,
+                };
+                self.log_exchange(&x.log, &a, stats, clf_time);
+                x.finish(pool, registry, bufs);
+            }
+            Phase::Tunnel(t) => {
+                let a = Answered {
+                    status: 101,
+                    bytes: t.bytes(),
+                    close: true,
+                };
+                self.log_exchange(&t.log, &a, stats, clf_time);
+                t.finish(pool, bufs);
+            }
+            _ => {}
         }
     }
 
-    fn log_forwarded(&self, l: &LogFields, a: &Answered, ctx: &WorkerCtx<'_>) {
-        self.log_exchange(l, a, ctx.stats, ctx.table, ctx.clf_time);
-    }
-
-    /// Counts and logs an exchange with the upstream that is over, for whatever reason.
-    pub fn log_exchange(
+    /// Counts and logs an exchange with the upstream that is over, for whatever reason, on
+    /// the host it was routed to.
+    fn log_exchange(
         &self,
         l: &LogFields,
         a: &Answered,
         stats: &crate::stats::Stats,
-        table: &HostTable,
         clf_time: &str,
     ) {
         stats.request(a.status, a.bytes, true);
-        let host = l
-            .host
-            .as_deref()
-            .and_then(|n| table.find(Some(n.as_bytes())));
-        if let Some(h) = host {
-            h.stats.request(false, a.bytes);
-        }
-        if let Some(log) = host.and_then(|h| h.log.as_ref()) {
+        let Some(h) = &l.host else {
+            return;
+        };
+        h.stats.request(false, a.bytes);
+        if let Some(log) = &h.log {
             log.record(&Record {
                 client: self.peer.ip(),
                 time: clf_time,
-                method: &l.method,
-                target: &l.target,
+                method: l.method(),
+                target: l.target(),
                 minor: l.minor,
                 status: a.status,
                 bytes: a.bytes,
-                referer: l.referer.as_deref(),
-                user_agent: l.user_agent.as_deref(),
+                referer: l.referer(),
+                user_agent: l.user_agent(),
             });
         }
     }
 
     /// All output written: shut the write side and drain input briefly, so the client gets
     /// the last response before the close (no RST on unread data).
-    fn begin_linger(&mut self) -> bool {
+    fn begin_linger(&mut self) -> Drive {
         sys::shutdown_write(self.sock.as_raw_fd());
-        self.state = State::Lingering;
-        self.linger()
+        self.phase = Phase::Lingering;
+        if self.linger() {
+            Drive::Open(Again::OnEvent)
+        } else {
+            Drive::Close
+        }
     }
 
+    /// Reads and drops input; false once the client closed (or failed).
     fn linger(&mut self) -> bool {
         let mut scratch = [0u8; 4096];
         loop {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::accesslog::LogSet;
 use crate::ebpf::Programs;
+use crate::stats::{COUNTERS, Snapshot, Unit};
 use crate::worker::Shared;
 
 /// What the control socket, the metrics endpoint and the signals act on.
@@ -120,40 +121,17 @@ impl Control {
                 .map_or(0, |d| d.as_secs())
         };
         let mut out = String::new();
+        let io = io_name(self.shared.limits.io);
         if json {
             let _ = write!(
                 out,
-                "{{\"version\":{},\"uptime_secs\":{},\"workers\":{},\"open_connections\":{open},\
-\"requests\":{{\"static_hit\":{},\"not_modified\":{},\"partial\":{},\"redirect\":{},\"forwarded\":{},\"client_error\":{},\"server_error\":{}}},\
-\"bytes_sent\":{},\"upstream\":{{\"open\":{},\"idle\":{},\"opened\":{},\"reused\":{},\"failures\":{},\"timeouts\":{}}},\
-\"tunnels\":{{\"opened\":{},\"spliced\":{},\"half_spliced\":{}}},\
-\"io\":{},\"cold_reads\":{{\"reads\":{},\"bytes\":{},\"wait_us\":{},\"in_flight\":{}}},\"hosts\":[",
+                "{{\"version\":{},\"uptime_secs\":{},\"workers\":{},\"open_connections\":{open}",
                 json_str(env!("CARGO_PKG_VERSION")),
                 s.uptime_secs,
                 self.workers,
-                s.static_hits,
-                s.not_modified,
-                s.partial,
-                s.redirects,
-                s.forwarded,
-                s.client_errors,
-                s.server_errors,
-                s.bytes_sent,
-                s.upstream_open,
-                s.upstream_idle,
-                s.upstream_opened,
-                s.upstream_reused,
-                s.upstream_failures,
-                s.upstream_timeouts,
-                s.tunnels,
-                s.tunnels_spliced,
-                s.tunnels_half_spliced,
-                json_str(&io_name(self.shared.limits.io)),
-                s.cold_reads,
-                s.cold_bytes,
-                s.cold_wait_us,
-                s.cold_in_flight,
             );
+            counters_json(&s, &io, &mut out);
+            out.push_str(",\"hosts\":[");
             for (i, h) in hosts.iter().enumerate() {
                 let (req, hits, bytes) = h.stats.snapshot();
                 let _ = write!(
@@ -190,42 +168,7 @@ impl Control {
                 s.uptime_secs,
                 self.workers
             );
-            let _ = writeln!(
-                out,
-                "requests: static hit {}  304 {}  206 {}  301 {}  forwarded {}  4xx {}  5xx {}  bytes sent {}",
-                s.static_hits,
-                s.not_modified,
-                s.partial,
-                s.redirects,
-                s.forwarded,
-                s.client_errors,
-                s.server_errors,
-                s.bytes_sent
-            );
-            let _ = writeln!(
-                out,
-                "upstream: open {}  idle {}  opened {}  reused {}  failures {}  timeouts {}",
-                s.upstream_open,
-                s.upstream_idle,
-                s.upstream_opened,
-                s.upstream_reused,
-                s.upstream_failures,
-                s.upstream_timeouts
-            );
-            let _ = writeln!(
-                out,
-                "tunnels: opened {}  spliced {}  half-spliced {}",
-                s.tunnels, s.tunnels_spliced, s.tunnels_half_spliced
-            );
-            let _ = writeln!(
-                out,
-                "io {}: cold reads {}  bytes {}  waited {} ms  in flight {}",
-                io_name(self.shared.limits.io),
-                s.cold_reads,
-                s.cold_bytes,
-                s.cold_wait_us / 1000,
-                s.cold_in_flight
-            );
+            counters_text(&s, &io, &mut out);
             let _ = writeln!(out, "ebpf: {}", self.ebpf_state);
             if let Some(c) = ebpf {
                 let _ = writeln!(out, "ebpf counters: {c}");
@@ -311,6 +254,60 @@ pub fn client(path: &Path, command: &str) -> anyhow::Result<()> {
         anyhow::bail!("{}", out.trim());
     }
     Ok(())
+}
+
+/// The counters as lines of the status text (`line: words N  words N`), from the one table.
+fn counters_text(s: &Snapshot, io: &str, out: &mut String) {
+    let mut line = None;
+    for c in COUNTERS {
+        if line == Some(c.line) {
+            out.push_str("  ");
+        } else {
+            if line.is_some() {
+                out.push('\n');
+            }
+            line = Some(c.line);
+            if c.line == "io" {
+                let _ = write!(out, "io {io}: ");
+            } else {
+                let _ = write!(out, "{}: ", c.line);
+            }
+        }
+        let v = (c.value)(s);
+        let _ = match c.unit {
+            Unit::Count => write!(out, "{} {v}", c.text),
+            Unit::Micros => write!(out, "{} {} ms", c.text, v / 1000),
+        };
+    }
+    out.push('\n');
+}
+
+/// The counters as JSON members (`,"group":{"key":N,...}`; top-level ones as `,"key":N`),
+/// from the one table; the I/O model goes before its cold reads.
+fn counters_json(s: &Snapshot, io: &str, out: &mut String) {
+    let mut group: Option<&str> = None;
+    for c in COUNTERS {
+        let v = (c.value)(s);
+        if group == Some(c.group) && !c.group.is_empty() {
+            let _ = write!(out, ",\"{}\":{v}", c.key);
+            continue;
+        }
+        if group.is_some_and(|g| !g.is_empty()) {
+            out.push('}');
+        }
+        group = Some(c.group);
+        if c.group == "cold_reads" {
+            let _ = write!(out, ",\"io\":{}", json_str(io));
+        }
+        if c.group.is_empty() {
+            let _ = write!(out, ",\"{}\":{v}", c.key);
+        } else {
+            let _ = write!(out, ",\"{}\":{{\"{}\":{v}", c.group, c.key);
+        }
+    }
+    if group.is_some_and(|g| !g.is_empty()) {
+        out.push('}');
+    }
 }
 
 /// The `--io` name of a model.

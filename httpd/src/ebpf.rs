@@ -25,7 +25,8 @@ use httpd_common::ebpf::{
     TARGETS_MAP, TUNNELS_MAP, counter,
 };
 
-use crate::splice::{Maps, Splicer};
+use crate::forward::splice::{Maps, Splicer};
+use httpd_common::ebpf::ip_u32;
 
 /// Default cgroup2 mount on this platform (`/sys/fs/cgroup` itself is cgroup v1 here).
 pub const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/unified";
@@ -117,11 +118,6 @@ pub struct Programs {
     pub splicer: Option<std::sync::Arc<Splicer>>,
     /// The reader of the programs' log records, when httpd's log takes them.
     _log: Option<LogReader>,
-}
-
-pub(crate) fn ip_u32(ip: Ipv4Addr) -> u32 {
-    // The kernel hands addresses over as stored in the packet: network order in memory.
-    u32::from_ne_bytes(ip.octets())
 }
 
 impl Programs {

@@ -18,7 +18,6 @@ pub mod listen;
 pub mod metrics;
 pub mod out;
 pub mod server;
-pub mod splice;
 pub mod stats;
 pub mod sys;
 pub mod vhosts;

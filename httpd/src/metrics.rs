@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::control::Control;
+use crate::stats::{COUNTERS, Unit};
 
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -38,110 +39,30 @@ pub fn render(c: &Control) -> String {
         "Open client connections.",
         &one(c.shared.open.load(Ordering::Relaxed).to_string()),
     );
-    let outcomes = [
-        ("static_hit", s.static_hits),
-        ("not_modified", s.not_modified),
-        ("partial", s.partial),
-        ("redirect", s.redirects),
-        ("forwarded", s.forwarded),
-    ];
-    metric(
-        "httpd_requests_total",
-        "counter",
-        "Requests by outcome.",
-        &outcomes
+    // The process-wide counters, from the one table: consecutive rows of a name are one
+    // metric, whose first row gives its help and type.
+    let mut i = 0;
+    while i < COUNTERS.len() {
+        let first = &COUNTERS[i];
+        let rows: Vec<(String, String)> = COUNTERS[i..]
             .iter()
-            .map(|(k, v)| (format!("{{outcome=\"{k}\"}}"), v.to_string()))
-            .collect::<Vec<_>>(),
-    );
-    metric(
-        "httpd_errors_total",
-        "counter",
-        "Error responses by class.",
-        &[
-            ("{class=\"4xx\"}".to_string(), s.client_errors.to_string()),
-            ("{class=\"5xx\"}".to_string(), s.server_errors.to_string()),
-        ],
-    );
-    metric(
-        "httpd_sent_bytes_total",
-        "counter",
-        "Body bytes sent.",
-        &one(s.bytes_sent.to_string()),
-    );
-    metric(
-        "httpd_upstream_connections",
-        "gauge",
-        "Upstream connections open, by state.",
-        &[
-            ("{state=\"open\"}".to_string(), s.upstream_open.to_string()),
-            ("{state=\"idle\"}".to_string(), s.upstream_idle.to_string()),
-        ],
-    );
-    metric(
-        "httpd_tunnels_total",
-        "counter",
-        "Upgrade tunnels opened, and those spliced in the kernel (both ways, or upstream to client).",
-        &[
-            ("{mode=\"opened\"}".to_string(), s.tunnels.to_string()),
-            (
-                "{mode=\"spliced\"}".to_string(),
-                s.tunnels_spliced.to_string(),
-            ),
-            (
-                "{mode=\"half_spliced\"}".to_string(),
-                s.tunnels_half_spliced.to_string(),
-            ),
-        ],
-    );
-    metric(
-        "httpd_upstream_opened_total",
-        "counter",
-        "Upstream connections opened.",
-        &one(s.upstream_opened.to_string()),
-    );
-    metric(
-        "httpd_upstream_reused_total",
-        "counter",
-        "Exchanges on a pooled connection.",
-        &one(s.upstream_reused.to_string()),
-    );
-    metric(
-        "httpd_upstream_failures_total",
-        "counter",
-        "Upstream failures (502).",
-        &one(s.upstream_failures.to_string()),
-    );
-    metric(
-        "httpd_upstream_timeouts_total",
-        "counter",
-        "Upstream timeouts (504).",
-        &one(s.upstream_timeouts.to_string()),
-    );
-    metric(
-        "httpd_cold_reads_total",
-        "counter",
-        "Reads of webroot bytes not in the page cache, done off the event loop.",
-        &one(s.cold_reads.to_string()),
-    );
-    metric(
-        "httpd_cold_read_bytes_total",
-        "counter",
-        "Bytes read by cold reads.",
-        &one(s.cold_bytes.to_string()),
-    );
-    metric(
-        "httpd_cold_wait_seconds_total",
-        "counter",
-        "Time connections waited for cold reads (queued and reading).",
-        &one(format!("{:.6}", s.cold_wait_us as f64 / 1e6)),
-    );
-    metric(
-        "httpd_cold_reads_in_flight",
-        "gauge",
-        "Cold reads queued or running.",
-        &one(s.cold_in_flight.to_string()),
-    );
+            .take_while(|x| x.metric == first.metric)
+            .map(|x| {
+                let labels = x
+                    .label
+                    .map_or_else(String::new, |(k, v)| format!("{{{k}=\"{v}\"}}"));
+                let v = (x.value)(&s);
+                let v = match x.unit {
+                    Unit::Count => v.to_string(),
+                    Unit::Micros => format!("{:.6}", v as f64 / 1e6),
+                };
+                (labels, v)
+            })
+            .collect();
+        i += rows.len();
+        let kind = if first.gauge { "gauge" } else { "counter" };
+        metric(first.metric, kind, first.help, &rows);
+    }
     let table = c.shared.registry.table();
     let mut hosts: Vec<_> = table.hosts().collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name));

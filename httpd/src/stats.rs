@@ -43,6 +43,8 @@ pub struct Stats {
     pub cold_wait_us: AtomicU64,
     /// Cold reads queued or running now.
     pub cold_in_flight: AtomicI64,
+    /// Failed exchanges by class (`forward::ErrorClass`).
+    pub proxy_errors: [AtomicU64; ErrorClass::ALL.len()],
 }
 
 impl Default for Stats {
@@ -70,6 +72,7 @@ impl Default for Stats {
             cold_bytes: AtomicU64::new(0),
             cold_wait_us: AtomicU64::new(0),
             cold_in_flight: AtomicI64::new(0),
+            proxy_errors: Default::default(),
         }
     }
 }
@@ -99,6 +102,7 @@ pub struct Snapshot {
     pub cold_bytes: u64,
     pub cold_wait_us: u64,
     pub cold_in_flight: i64,
+    pub proxy_errors: [u64; ErrorClass::ALL.len()],
 }
 
 impl Stats {
@@ -147,9 +151,151 @@ impl Stats {
             cold_bytes: get(&self.cold_bytes),
             cold_wait_us: get(&self.cold_wait_us),
             cold_in_flight: self.cold_in_flight.load(Ordering::Relaxed),
+            proxy_errors: std::array::from_fn(|i| get(&self.proxy_errors[i])),
+        }
+    }
+
+    /// Counts an exchange that failed, by class; an upstream failure other than a timeout is
+    /// also one of `upstream_failures` (502), a timeout one of `upstream_timeouts` (504).
+    pub fn proxy_failed(&self, class: ErrorClass) {
+        add(&self.proxy_errors[class.index()], 1);
+        if class == ErrorClass::Timeout {
+            add(&self.upstream_timeouts, 1);
+        } else if class.upstream_failure() {
+            add(&self.upstream_failures, 1);
         }
     }
 }
+
+/// What failures are counted by (status, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    Connect,
+    Timeout,
+    UpstreamReset,
+    BadResponseHead,
+    BadResponseBody,
+    UpstreamClosedEarly,
+    BadRequestBody,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::Connect,
+        ErrorClass::Timeout,
+        ErrorClass::UpstreamReset,
+        ErrorClass::BadResponseHead,
+        ErrorClass::BadResponseBody,
+        ErrorClass::UpstreamClosedEarly,
+        ErrorClass::BadRequestBody,
+    ];
+
+    /// Its name in status and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Connect => "connect",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::UpstreamReset => "upstream_reset",
+            ErrorClass::BadResponseHead => "bad_response_head",
+            ErrorClass::BadResponseBody => "bad_response_body",
+            ErrorClass::UpstreamClosedEarly => "upstream_closed_early",
+            ErrorClass::BadRequestBody => "bad_request_body",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Counted as an upstream failure (502) too: every class of the upstream's side but the
+    /// timeout (counted as a 504).
+    fn upstream_failure(self) -> bool {
+        !matches!(self, ErrorClass::Timeout | ErrorClass::BadRequestBody)
+    }
+}
+
+/// How a counter is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    /// Microseconds: milliseconds in the status text, seconds in metrics.
+    Micros,
+}
+
+/// One counter, as the status text, the status JSON and the metrics page show it: the one
+/// table all three are generated from.
+pub struct Counter {
+    /// The status text line it is on (`"requests"`; `"io"` starts with the I/O model).
+    pub line: &'static str,
+    /// Its words on that line.
+    pub text: &'static str,
+    /// JSON: the object it is in (`""`: the top level) and its key.
+    pub group: &'static str,
+    pub key: &'static str,
+    /// Metrics: name, label (name, value), whether a gauge, help (the first of a name's rows
+    /// gives its help and type).
+    pub metric: &'static str,
+    pub label: Option<(&'static str, &'static str)>,
+    pub gauge: bool,
+    pub help: &'static str,
+    pub unit: Unit,
+    pub value: fn(&Snapshot) -> i64,
+}
+
+macro_rules! counter {
+    ($line:literal, $text:literal, $group:literal . $key:literal, $metric:literal $( { $ln:literal = $lv:literal } )?, $kind:ident, $help:literal, |$s:ident| $v:expr $(, $unit:ident)?) => {
+        Counter {
+            line: $line,
+            text: $text,
+            group: $group,
+            key: $key,
+            metric: $metric,
+            label: counter!(@label $( $ln, $lv )?),
+            gauge: counter!(@gauge $kind),
+            help: $help,
+            unit: counter!(@unit $( $unit )?),
+            value: |$s: &Snapshot| $v as i64,
+        }
+    };
+    (@label) => { None };
+    (@label $ln:literal, $lv:literal) => { Some(($ln, $lv)) };
+    (@gauge gauge) => { true };
+    (@gauge counter) => { false };
+    (@unit) => { Unit::Count };
+    (@unit $u:ident) => { Unit::$u };
+}
+
+/// Every process-wide counter, in the order they are shown.
+pub const COUNTERS: &[Counter] = &[
+    counter!("requests", "static hit", "requests"."static_hit", "httpd_requests_total"{"outcome"="static_hit"}, counter, "Requests by outcome.", |s| s.static_hits),
+    counter!("requests", "304", "requests"."not_modified", "httpd_requests_total"{"outcome"="not_modified"}, counter, "", |s| s.not_modified),
+    counter!("requests", "206", "requests"."partial", "httpd_requests_total"{"outcome"="partial"}, counter, "", |s| s.partial),
+    counter!("requests", "301", "requests"."redirect", "httpd_requests_total"{"outcome"="redirect"}, counter, "", |s| s.redirects),
+    counter!("requests", "forwarded", "requests"."forwarded", "httpd_requests_total"{"outcome"="forwarded"}, counter, "", |s| s.forwarded),
+    counter!("requests", "4xx", "requests"."client_error", "httpd_errors_total"{"class"="4xx"}, counter, "Error responses by class.", |s| s.client_errors),
+    counter!("requests", "5xx", "requests"."server_error", "httpd_errors_total"{"class"="5xx"}, counter, "", |s| s.server_errors),
+    counter!("requests", "bytes sent", ""."bytes_sent", "httpd_sent_bytes_total", counter, "Body bytes sent.", |s| s.bytes_sent),
+    counter!("upstream", "open", "upstream"."open", "httpd_upstream_connections"{"state"="open"}, gauge, "Upstream connections open, by state.", |s| s.upstream_open),
+    counter!("upstream", "idle", "upstream"."idle", "httpd_upstream_connections"{"state"="idle"}, gauge, "", |s| s.upstream_idle),
+    counter!("upstream", "opened", "upstream"."opened", "httpd_upstream_opened_total", counter, "Upstream connections opened.", |s| s.upstream_opened),
+    counter!("upstream", "reused", "upstream"."reused", "httpd_upstream_reused_total", counter, "Exchanges on a pooled connection.", |s| s.upstream_reused),
+    counter!("upstream", "failures", "upstream"."failures", "httpd_upstream_failures_total", counter, "Upstream failures (502).", |s| s.upstream_failures),
+    counter!("upstream", "timeouts", "upstream"."timeouts", "httpd_upstream_timeouts_total", counter, "Upstream timeouts (504).", |s| s.upstream_timeouts),
+    counter!("failed exchanges", "connect", "failed_exchanges"."connect", "httpd_failed_exchanges_total"{"class"="connect"}, counter, "Forwarded exchanges that failed, by class.", |s| s.proxy_errors[0]),
+    counter!("failed exchanges", "timeout", "failed_exchanges"."timeout", "httpd_failed_exchanges_total"{"class"="timeout"}, counter, "", |s| s.proxy_errors[1]),
+    counter!("failed exchanges", "upstream reset", "failed_exchanges"."upstream_reset", "httpd_failed_exchanges_total"{"class"="upstream_reset"}, counter, "", |s| s.proxy_errors[2]),
+    counter!("failed exchanges", "bad response head", "failed_exchanges"."bad_response_head", "httpd_failed_exchanges_total"{"class"="bad_response_head"}, counter, "", |s| s.proxy_errors[3]),
+    counter!("failed exchanges", "bad response body", "failed_exchanges"."bad_response_body", "httpd_failed_exchanges_total"{"class"="bad_response_body"}, counter, "", |s| s.proxy_errors[4]),
+    counter!("failed exchanges", "upstream closed early", "failed_exchanges"."upstream_closed_early", "httpd_failed_exchanges_total"{"class"="upstream_closed_early"}, counter, "", |s| s.proxy_errors[5]),
+    counter!("failed exchanges", "bad request body", "failed_exchanges"."bad_request_body", "httpd_failed_exchanges_total"{"class"="bad_request_body"}, counter, "", |s| s.proxy_errors[6]),
+    counter!("tunnels", "opened", "tunnels"."opened", "httpd_tunnels_total"{"mode"="opened"}, counter, "Upgrade tunnels opened, and those spliced in the kernel (both ways, or upstream to client).", |s| s.tunnels),
+    counter!("tunnels", "spliced", "tunnels"."spliced", "httpd_tunnels_total"{"mode"="spliced"}, counter, "", |s| s.tunnels_spliced),
+    counter!("tunnels", "half-spliced", "tunnels"."half_spliced", "httpd_tunnels_total"{"mode"="half_spliced"}, counter, "", |s| s.tunnels_half_spliced),
+    counter!("io", "cold reads", "cold_reads"."reads", "httpd_cold_reads_total", counter, "Reads of webroot bytes not in the page cache, done off the event loop.", |s| s.cold_reads),
+    counter!("io", "bytes", "cold_reads"."bytes", "httpd_cold_read_bytes_total", counter, "Bytes read by cold reads.", |s| s.cold_bytes),
+    counter!("io", "waited", "cold_reads"."wait_us", "httpd_cold_wait_seconds_total", counter, "Time connections waited for cold reads (queued and reading).", |s| s.cold_wait_us, Micros),
+    counter!("io", "in flight", "cold_reads"."in_flight", "httpd_cold_reads_in_flight", gauge, "Cold reads queued or running.", |s| s.cold_in_flight),
+];
 
 /// Counters of one host name, kept across webroot replacements.
 #[derive(Default, Debug)]
@@ -170,5 +316,39 @@ impl HostStats {
 
     pub fn snapshot(&self) -> (u64, u64, u64) {
         (get(&self.requests), get(&self.hits), get(&self.bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table the status text, the JSON and the metrics come from: each metric's rows
+    /// together, its first row with help; each failed-exchange row reads its own class.
+    #[test]
+    fn counter_table_is_consistent() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut prev = "";
+        for c in COUNTERS {
+            if c.metric != prev {
+                assert!(seen.insert(c.metric), "{} split in two", c.metric);
+                assert!(!c.help.is_empty(), "{} has no help", c.metric);
+                prev = c.metric;
+            }
+        }
+        let stats = Stats::default();
+        for (i, class) in ErrorClass::ALL.iter().enumerate() {
+            stats.proxy_errors[i].fetch_add(i as u64 + 1, Ordering::Relaxed);
+            let row = COUNTERS
+                .iter()
+                .find(|c| c.group == "failed_exchanges" && c.key == class.name())
+                .expect("a row per class");
+            assert_eq!(
+                (row.value)(&stats.snapshot()),
+                i as i64 + 1,
+                "{}",
+                class.name()
+            );
+        }
     }
 }

@@ -19,6 +19,54 @@ use crate::accesslog::LogSet;
 /// Name of the entry that serves requests for hosts without their own entry.
 pub const DEFAULT_HOST: &str = "__default__";
 
+/// A mounted webroot.
+#[derive(Clone)]
+pub struct Mount {
+    /// Ends with `/`.
+    pub prefix: Vec<u8>,
+    pub root: std::sync::Arc<httpd_common::webroot::Webroot>,
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} -> {}",
+            String::from_utf8_lossy(&self.prefix),
+            self.root.path().display()
+        )
+    }
+}
+
+impl PartialEq for Mount {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && std::sync::Arc::ptr_eq(&self.root, &other.root)
+    }
+}
+
+impl Eq for Mount {}
+
+/// Per-host settings in the form the serving path uses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    /// `Name: value\r\n` lines.
+    pub headers: Vec<u8>,
+    pub upstream_prefixes: Vec<Vec<u8>>,
+    pub upstream: Option<std::net::SocketAddr>,
+    /// Longest prefix first.
+    pub mounts: Vec<Mount>,
+}
+
+impl HostSettings {
+    /// The mount serving a normalised path, and the path inside it; None: the host's own.
+    pub fn mount<'p>(&self, path: &'p [u8]) -> Option<(&Mount, &'p [u8])> {
+        self.mounts
+            .iter()
+            .find(|m| path.starts_with(&m.prefix))
+            .map(|m| (m, &path[m.prefix.len() - 1..]))
+    }
+}
+
 /// One served host.
 pub struct Host {
     pub name: String,
@@ -32,7 +80,7 @@ pub struct Host {
     /// Counters of this host name (kept across replacements).
     pub stats: Arc<crate::stats::HostStats>,
     /// Settings from the configuration file (`[hosts."name"]`).
-    pub settings: Arc<crate::config::HostSettings>,
+    pub settings: Arc<HostSettings>,
 }
 
 impl Host {
@@ -143,7 +191,7 @@ fn preload(root: &Webroot) -> u64 {
 /// The registry shared by the workers and the watcher.
 pub struct Registry {
     dir: PathBuf,
-    settings: Mutex<std::collections::BTreeMap<String, crate::config::HostSettings>>,
+    settings: Mutex<std::collections::BTreeMap<String, HostSettings>>,
     /// Fault every webroot into memory when it is loaded (`--preload`).
     pub preload: std::sync::atomic::AtomicBool,
     /// Open webroots for random access, no kernel readahead (`--io async-sendfile`: the
@@ -427,7 +475,7 @@ impl Registry {
         }
     }
 
-    fn settings_for(&self, name: &str) -> Arc<crate::config::HostSettings> {
+    fn settings_for(&self, name: &str) -> Arc<HostSettings> {
         let map = match self.settings.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
@@ -436,10 +484,7 @@ impl Registry {
     }
 
     /// Applies new per-host settings (a configuration reload): hosts keep their webroots.
-    pub fn set_settings(
-        &self,
-        settings: std::collections::BTreeMap<String, crate::config::HostSettings>,
-    ) {
+    pub fn set_settings(&self, settings: std::collections::BTreeMap<String, HostSettings>) {
         match self.settings.lock() {
             Ok(mut m) => *m = settings,
             Err(p) => *p.into_inner() = settings,

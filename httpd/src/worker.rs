@@ -10,20 +10,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::accesslog::clf_time;
-use crate::conn::{Conn, Readable, WorkerCtx};
-use crate::forward::{Pool, UP_TOKEN_BASE, UpCtx, UpEvent};
+use crate::conn::{Again, Conn, Drive, Event, Readable, Retired, WorkerCtx};
+use crate::forward::{Pool, UP_TOKEN_BASE, UpCtx, UpEvent, UpReady};
 use crate::http::date::DateCache;
 use crate::out::IoModel;
 use crate::vhosts::Registry;
 
 pub const WAKER: Token = Token(usize::MAX);
-/// A client socket's read interest: data, and urgent data (EPOLLPRI), after which a read can
-/// be short with bytes still queued, so the connection reads on to EAGAIN.
-const CLIENT_READ: Interest = Interest::READABLE.add(Interest::PRIORITY);
 /// How often spliced tunnels are looked at (backpressure, activity).
 const SPLICE_CHECK: Duration = Duration::from_millis(5);
-/// How long a closing connection may linger to drain the client's input.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Settings every worker reads.
 #[derive(Clone, Debug)]
@@ -44,7 +39,7 @@ pub struct Shared {
     pub open: AtomicUsize,
     pub stop: AtomicBool,
     /// The kernel tunnel splice (`--ebpf-splice on` with the programs loaded).
-    pub splicer: Option<Arc<crate::splice::Splicer>>,
+    pub splicer: Option<Arc<crate::forward::splice::Splicer>>,
     /// The cold-send threads of `--io async-sendfile`.
     pub cold: Option<Arc<crate::cold::Pool>>,
 }
@@ -82,6 +77,12 @@ impl Worker {
             clf_secs: u64::MAX,
             table: shared.registry.table(),
             path_buf: Vec::with_capacity(256),
+            fallback_host: limits
+                .upstream
+                .map(|u| u.addr.to_string())
+                .unwrap_or_default(),
+            up_bufs: Vec::new(),
+            up_scratch: Vec::new(),
             spare_bufs: Vec::new(),
             pool: Pool::new(shared.stats.clone()),
             stats: shared.stats.clone(),
@@ -105,18 +106,7 @@ impl Worker {
         // Listeners whose accept failed (EMFILE): retried by the sweep.
         let mut stalled = vec![false; nl];
         loop {
-            // A spliced tunnel draining after a FIN is polled every millisecond (the kernel
-            // sends no event when its queue empties); otherwise wake twice a second.
-            let wait = if !st.yielded.is_empty() {
-                Duration::ZERO
-            } else if !st.ticking.is_empty() {
-                Duration::from_millis(1)
-            } else if !st.spliced.is_empty() {
-                SPLICE_CHECK
-            } else {
-                Duration::from_millis(500)
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+            if let Err(e) = self.poll.poll(&mut events, Some(st.wait())) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -155,22 +145,8 @@ impl Worker {
                     }
                     continue;
                 }
-                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-                let (key, ready) = if t.0 >= UP_TOKEN_BASE {
-                    match st.pool.event(t, readable) {
-                        UpEvent::Conn(key) => {
-                            let closed = ev.is_read_closed() || ev.is_error();
-                            (key, Ready::Upstream(readable, writable, closed))
-                        }
-                        UpEvent::Idle => continue,
-                    }
-                } else if ev.is_read_closed() || ev.is_error() || ev.is_priority() {
-                    (t.0 - nl, Ready::Client(Readable::ToEnd))
-                } else if readable {
-                    (t.0 - nl, Ready::Client(Readable::Yes))
-                } else {
-                    (t.0 - nl, Ready::Client(Readable::No))
+                let Some((key, ready)) = st.classify(ev) else {
+                    continue;
                 };
                 st.drive(&self.poll, &shared, &limits, key, now, ready);
             }
@@ -185,7 +161,7 @@ impl Worker {
                     &limits,
                     key,
                     now,
-                    Ready::Client(Readable::Tick),
+                    Wake::Event(Event::Tick),
                 );
             }
             if !st.spliced.is_empty() && now.duration_since(last_splice_check) >= SPLICE_CHECK {
@@ -210,37 +186,7 @@ impl Worker {
                             st.accept_and_drive(l, &self.poll, &shared, &limits, now, &mut fresh);
                     }
                 }
-                if let Some(u) = limits.upstream {
-                    let waiting: Vec<usize> = st
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| {
-                            c.fwd.as_ref().is_some_and(|f| f.timed_out(now, u.timeout))
-                        })
-                        .map(|(k, _)| k)
-                        .collect();
-                    for key in waiting {
-                        st.drive(&self.poll, &shared, &limits, key, now, Ready::Timeout);
-                    }
-                }
-                let expired: Vec<usize> = st
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| {
-                        let idle = now.duration_since(c.last_active);
-                        let waiting_upstream =
-                            c.fwd.as_ref().is_some_and(|f| f.awaiting_response());
-                        (c.is_lingering() && idle >= LINGER)
-                            || (idle >= limits.inactivity && !waiting_upstream)
-                            || c.head_since
-                                .is_some_and(|s| now.duration_since(s) >= limits.header_timeout)
-                            || (drain_deadline.is_some() && c.is_idle())
-                    })
-                    .map(|(k, _)| k)
-                    .collect();
-                for k in expired {
-                    st.close(&self.poll, k, &shared);
-                }
+                st.expire(&self.poll, &shared, &limits, now, drain_deadline.is_some());
             }
             if let Some(d) = drain_deadline
                 && (st.conns.is_empty() || now >= d)
@@ -256,12 +202,11 @@ impl Worker {
     }
 }
 
-/// What woke a connection up.
+/// Why a connection is driven.
 #[derive(Clone, Copy)]
-enum Ready {
-    Client(Readable),
-    /// Readable, writable, and whether the peer may have closed (read on to EAGAIN or EOF).
-    Upstream(bool, bool, bool),
+enum Wake {
+    Event(Event),
+    /// The sweep found its exchange past the upstream timeout.
     Timeout,
 }
 
@@ -273,6 +218,12 @@ struct LoopState {
     clf_secs: u64,
     table: Arc<crate::vhosts::HostTable>,
     path_buf: Vec<u8>,
+    /// The Host given to an HTTP/1.0 request forwarded without one: the upstream's address.
+    fallback_host: String,
+    /// Small buffers of finished exchanges (see `UpCtx::bufs`).
+    up_bufs: Vec<Vec<u8>>,
+    /// The upstream read buffer (see `UpCtx::scratch`).
+    up_scratch: Vec<u8>,
     /// Read buffers given back by idle connections (`Conn::rest`).
     spare_bufs: Vec<Vec<u8>>,
     pool: Pool,
@@ -296,6 +247,82 @@ struct LoopState {
 }
 
 impl LoopState {
+    /// How long the poll may wait: not at all when connections yielded; a millisecond while a
+    /// spliced tunnel drains after a FIN (the kernel sends no event when its queue empties);
+    /// a few while tunnels are spliced; else half a second (the sweep).
+    fn wait(&self) -> Duration {
+        if !self.yielded.is_empty() {
+            Duration::ZERO
+        } else if !self.ticking.is_empty() {
+            Duration::from_millis(1)
+        } else if !self.spliced.is_empty() {
+            SPLICE_CHECK
+        } else {
+            Duration::from_millis(500)
+        }
+    }
+
+    /// The connection an event of a client or upstream socket is for, and what it says.
+    /// None for an idle pooled upstream connection (the pool dropped it if it closed).
+    fn classify(&mut self, ev: &mio::event::Event) -> Option<(usize, Wake)> {
+        let t = ev.token();
+        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        if t.0 >= UP_TOKEN_BASE {
+            return match self.pool.event(t, readable) {
+                UpEvent::Conn(key) => {
+                    let r = UpReady {
+                        readable,
+                        writable,
+                        closed: ev.is_read_closed() || ev.is_error(),
+                    };
+                    Some((key, Wake::Event(Event::Upstream(r))))
+                }
+                UpEvent::Idle => None,
+            };
+        }
+        let r = if ev.is_read_closed() || ev.is_error() || ev.is_priority() {
+            Readable::ToEnd
+        } else if readable {
+            Readable::Yes
+        } else {
+            Readable::No
+        };
+        Some((t.0 - self.nl, Wake::Event(Event::Client(r))))
+    }
+
+    /// The sweep's timeouts: exchanges past the upstream timeout get 504; connections
+    /// lingering, inactive, sending a head too slowly, or idle while draining are closed.
+    fn expire(
+        &mut self,
+        poll: &Poll,
+        shared: &Shared,
+        limits: &Limits,
+        now: Instant,
+        draining: bool,
+    ) {
+        if let Some(u) = limits.upstream {
+            let waiting: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.upstream_overdue(now, u.timeout))
+                .map(|(k, _)| k)
+                .collect();
+            for key in waiting {
+                self.drive(poll, shared, limits, key, now, Wake::Timeout);
+            }
+        }
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.expired(now, limits.inactivity, limits.header_timeout, draining))
+            .map(|(k, _)| k)
+            .collect();
+        for k in expired {
+            self.close(poll, k, shared);
+        }
+    }
+
     /// Accepts what is queued and drives each new connection at once: with deferred accept
     /// the request is usually there already. Returns true when accept failed (retry later).
     fn accept_and_drive(
@@ -316,7 +343,7 @@ impl LoopState {
                 limits,
                 key,
                 now,
-                Ready::Client(Readable::ToEnd),
+                Wake::Event(Event::Client(Readable::ToEnd)),
             );
         }
         stalled
@@ -329,7 +356,7 @@ impl LoopState {
         limits: &Limits,
         key: usize,
         now: Instant,
-        ready: Ready,
+        wake: Wake,
     ) {
         let nl = self.nl;
         let Some(conn) = self.conns.get_mut(key) else {
@@ -350,56 +377,49 @@ impl LoopState {
                 registry: poll.registry(),
                 owner: key,
                 upstream: u,
+                fallback_host: &self.fallback_host,
                 pool: &mut self.pool,
+                bufs: &mut self.up_bufs,
+                scratch: &mut self.up_scratch,
                 splicer: shared.splicer.as_ref(),
             }),
         };
-        let alive = match ready {
-            Ready::Client(r) => conn.drive(&mut ctx, r, None),
-            Ready::Upstream(r, w, c) => conn.drive(&mut ctx, Readable::No, Some((r, w, c))),
-            Ready::Timeout => match limits.upstream {
+        let d = match wake {
+            Wake::Event(ev) => conn.drive(&mut ctx, ev),
+            Wake::Timeout => match limits.upstream {
                 Some(u) => conn.upstream_timeout(&mut ctx, u.timeout),
-                None => true,
+                None => Drive::Open(Again::OnEvent),
             },
         };
-        if !alive {
-            self.close(poll, key, shared);
-            return;
-        }
+        let again = match d {
+            Drive::Close => {
+                self.close(poll, key, shared);
+                return;
+            }
+            Drive::Open(again) => again,
+        };
         if let Some(reads) = self.reads.as_mut()
             && let Some(want) = conn.take_cold_wanted()
         {
             conn.cold_waiting(reads.submit(key, want));
         }
-        if conn.yielded && !self.yielded.contains(&key) {
-            self.yielded.push(key);
+        let list = match again {
+            Again::OnEvent => None,
+            Again::NextTurn => Some(&mut self.yielded),
+            Again::Soon => Some(&mut self.ticking),
+        };
+        if let Some(list) = list
+            && !list.contains(&key)
+        {
+            list.push(key);
         }
-        if conn.ticking && !self.ticking.contains(&key) {
-            self.ticking.push(key);
-        }
-        if conn.is_spliced() && !self.spliced.contains(&key) {
+        if conn.in_kernel() && !self.spliced.contains(&key) {
             self.spliced.push(key);
         }
-        // A new connection is registered only after its first drive: one that is answered
-        // and closed at once (connection per request) never costs an epoll_ctl.
-        let token = client_token(nl, key);
-        let result = if !conn.registered {
-            conn.registered = true;
-            conn.watching_writes = conn.blocked_on_write;
-            let interest = if conn.blocked_on_write {
-                CLIENT_READ | Interest::WRITABLE
-            } else {
-                CLIENT_READ
-            };
-            poll.registry().register(&mut conn.sock, token, interest)
-        } else if conn.blocked_on_write && !conn.watching_writes {
-            conn.watching_writes = true;
-            poll.registry()
-                .reregister(&mut conn.sock, token, CLIENT_READ | Interest::WRITABLE)
-        } else {
-            Ok(())
-        };
-        if result.is_err() {
+        if conn
+            .sync_poll(poll.registry(), client_token(nl, key))
+            .is_err()
+        {
             self.close(poll, key, shared);
         }
     }
@@ -422,7 +442,7 @@ impl LoopState {
                     limits,
                     f.conn,
                     now,
-                    Ready::Client(Readable::No),
+                    Wake::Event(Event::Client(Readable::No)),
                 );
             }
         }
@@ -440,32 +460,22 @@ impl LoopState {
             let Some(c) = self.conns.get_mut(key) else {
                 continue;
             };
-            let health = c.splice_health(now);
-            if health.moved {
-                c.last_active = now;
-            }
+            let health = c.kernel_health(now, client_token(self.nl, key).0);
             if health.doubled > 0 {
                 self.close(poll, key, shared);
             } else if health.overloaded {
                 tracing::warn!(
                     "spliced tunnel closed: over {} MiB held in the kernel for {:?} (its reader \
                      fell behind; the kernel splice has no backpressure)",
-                    crate::splice::BACKLOG_MAX >> 20,
-                    crate::splice::BACKLOG_GRACE
+                    crate::forward::splice::BACKLOG_MAX >> 20,
+                    crate::forward::splice::BACKLOG_GRACE
                 );
                 self.close(poll, key, shared);
-            } else if c.splice_stalled() {
-                self.drive(
-                    poll,
-                    shared,
-                    limits,
-                    key,
-                    now,
-                    Ready::Client(Readable::Tick),
-                );
+            } else if c.kernel_stalled() {
+                self.drive(poll, shared, limits, key, now, Wake::Event(Event::Tick));
             }
         }
-        keys.retain(|&k| self.conns.get(k).is_some_and(|c| c.is_spliced()));
+        keys.retain(|&k| self.conns.get(k).is_some_and(|c| c.in_kernel()));
         for k in keys {
             if !self.spliced.contains(&k) {
                 self.spliced.push(k);
@@ -536,28 +546,16 @@ impl LoopState {
                     self.retired_recent.push_back((r, until));
                 }
             }
-            if let Some(f) = c.fwd.take() {
-                // An exchange cut short (client gone, timeout, drain) is still logged.
-                let (status, bytes) = f.outcome();
-                let a = crate::answer::Answered {
-                    status,
-                    bytes,
-                    close: true,
-                };
-                c.log_exchange(&f.log, &a, &self.stats, &self.table, &self.clf);
-                f.finish(&mut self.pool, poll.registry());
-            }
+            // An exchange cut short (client gone, timeout, drain) is still logged.
+            c.end_cut_short(
+                &self.stats,
+                &self.clf,
+                &mut self.pool,
+                poll.registry(),
+                &mut self.up_bufs,
+            );
         }
     }
-}
-
-/// A closed connection's last sendfile webroot, whose pages the kernel may still hold for it
-/// (unacknowledged, or unread by a peer on this host): held (and so its lease) for
-/// [`RETIRE_MAX`], or, once withdrawn, until they are delivered.
-pub struct Retired {
-    pub root: Arc<httpd_common::webroot::Webroot>,
-    pub local: std::net::SocketAddr,
-    pub peer: std::net::SocketAddr,
 }
 
 /// Most sock_diag lookups per sweep (every 250 ms) to let go of closed connections' webroots

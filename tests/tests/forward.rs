@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tests::{
-    App, Httpd, Raw, curl, mkroot, peak_rss_kib, request, scaled, tunnel, tunnel_sizes, write_tree,
+    App, Httpd, Raw, curl, json_int, mkroot, peak_rss_kib, request, scaled, tunnel, tunnel_sizes,
+    write_tree,
 };
 
 struct Setup {
@@ -336,6 +337,110 @@ fn upstream_failures_give_502_504_and_recovery() {
         );
     }
     drop(app);
+}
+
+/// Every failed exchange says once, in httpd's log, which side failed and why, and is counted
+/// by class in `ctl status` (text and JSON) and `/metrics`.
+#[test]
+fn failed_exchanges_say_why_once_and_are_counted() {
+    let s = setup();
+    let app = App::start(None);
+    let control = s._dir.path().join("ctl.sock");
+    let control_arg = control.to_str().expect("utf-8 path");
+    let h = start(
+        &s,
+        &app,
+        &[
+            "--upstream-timeout",
+            "500ms",
+            "--control",
+            control_arg,
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let cases = [
+        ("/badresp?k=0", 502, "bad_response_head"),
+        ("/badresp?k=2", 502, "bad_response_head"),
+        ("/slow?ms=3000", 504, "timeout"),
+        ("/fail", 502, "upstream_closed_early"),
+    ];
+    for (path, status, _) in cases {
+        let r = request(h.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert_eq!(r.status, status, "{path}");
+    }
+    // Mid-body: the client gets a short body, the log says the upstream closed inside it.
+    let o = curl(&["-o", "/dev/null", &h.url("/die-mid?bytes=100000")]);
+    assert_eq!(o.status.code(), Some(18));
+    let addr = app.kill();
+    assert_eq!(
+        request(h.addr, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").status,
+        502
+    );
+    assert!(
+        h.wait_log("[connect]", Duration::from_secs(5)),
+        "{:?}",
+        h.log()
+    );
+    let log = h.log();
+    let lines = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    for (path, _, class) in cases {
+        assert_eq!(
+            lines(&format!("forwarded GET {path} ")),
+            1,
+            "one line for {path}: {log:?}"
+        );
+        assert!(
+            log.iter()
+                .any(|l| l.contains(&format!("GET {path} ")) && l.contains(&format!("[{class}]"))),
+            "{path} logged as {class}: {log:?}"
+        );
+    }
+    assert_eq!(lines("[upstream_closed_early]"), 2, "{log:?}");
+    assert!(lines("cannot connect to the upstream") == 1, "{log:?}");
+    let j = tests::ctl_json(&control);
+    for (class, n) in [
+        ("bad_response_head", 2),
+        ("timeout", 1),
+        ("upstream_closed_early", 2),
+        ("connect", 1),
+        ("bad_request_body", 0),
+    ] {
+        assert_eq!(
+            json_int(&j, Some("failed_exchanges"), class),
+            n,
+            "{class}: {j}"
+        );
+    }
+    assert_eq!(json_int(&j, Some("upstream"), "failures"), 5, "{j}");
+    assert_eq!(json_int(&j, Some("upstream"), "timeouts"), 1, "{j}");
+    let text = String::from_utf8_lossy(
+        &std::process::Command::new(tests::bin("httpd"))
+            .args(["ctl", "status", "--control", control_arg])
+            .output()
+            .expect("ctl")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        text.contains("failed exchanges: connect 1  timeout 1  upstream reset 0  bad response head 2  bad response body 0  upstream closed early 2  bad request body 0"),
+        "{text}"
+    );
+    let metrics_line = log
+        .iter()
+        .find(|l| l.contains("metrics on "))
+        .cloned()
+        .unwrap_or_default();
+    if let Some(m) = metrics_line.split("metrics on ").nth(1) {
+        let url = m.split_whitespace().next().unwrap_or_default();
+        let page = curl(&["-s", url]);
+        let page = String::from_utf8_lossy(&page.stdout);
+        assert!(
+            page.contains("httpd_failed_exchanges_total{class=\"timeout\"} 1"),
+            "{page}"
+        );
+    }
+    let _ = addr;
 }
 
 #[test]

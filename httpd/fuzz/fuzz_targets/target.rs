@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         } else {
             assert_eq!(t.raw_path[0], b'/', "path does not start with '/'");
         }
+        // The authority kept with the parse is the one `authority` finds.
+        assert_eq!(t.authority, authority(data));
         match t.host {
             Some(host) => {
                 assert!(within(data, host));

@@ -5,6 +5,7 @@
 pub mod chunked;
 pub mod conditional;
 pub mod date;
+pub mod exchange;
 pub mod negotiate;
 pub mod proxy;
 pub mod range;

@@ -1,29 +1,30 @@
 //! Header rewriting for forwarded exchanges, and strict parsing of the upstream's response head.
-//! Pure functions over bytes.
+//! Pure functions over bytes. Each head is parsed once: the request head by
+//! `request::parse` (its `Head` carries what the rewrite needs), the response head by
+//! [`relay_head`], which writes the client's head from the same parse.
 
-use std::io::Write;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use super::request::{Head, list};
+use super::request::{Head, ListField, crlf_only, has_control, list};
 
 /// Largest response head accepted from the upstream.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Header fields that describe one connection, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"transfer-encoding",
+    b"upgrade",
 ];
 
-fn is_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
+/// Whether field `name` is hop-by-hop: always, or named by the Connection field's `tokens`.
+fn is_hop<'t>(name: &[u8], mut tokens: impl Iterator<Item = &'t [u8]>) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection_tokens
-            .iter()
-            .any(|t| name.as_bytes().eq_ignore_ascii_case(t))
+        || tokens.any(|t| name.eq_ignore_ascii_case(t))
 }
 
 /// Appends `name: value\r\n` (value trimmed).
@@ -34,29 +35,66 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| list(h.value))
-        .collect()
+/// Appends a number in decimal (no formatting machinery on the hot path).
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
-fn joined(headers: &[httparse::Header<'_>], name: &str) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
-        let v = out.get_or_insert_with(Vec::new);
-        if !v.is_empty() {
-            v.extend_from_slice(b", ");
+/// Appends an IP address as text (IPv4 by hand, the hot case).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(o));
+            }
         }
-        v.extend_from_slice(h.value.trim_ascii());
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
-    out
+}
+
+/// Appends the lines of a list-valued field joined with ", ", then ", " when there were any.
+fn push_joined<'a>(out: &mut Vec<u8>, lines: impl Iterator<Item = &'a [u8]>) {
+    for v in lines {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+}
+
+/// The field lines of a validated request head (CRLF line ends, no obs-fold, `name:value`):
+/// (name, value) pairs, after any empty lines and the request line.
+fn field_lines(raw_head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let start = raw_head
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .unwrap_or(raw_head.len());
+    raw_head[start..]
+        .split(|&c| c == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let colon = l.iter().position(|&c| c == b':')?;
+            Some((&l[..colon], &l[colon + 1..]))
+        })
 }
 
 /// The request head sent upstream: method and target exactly as received, HTTP/1.1, the
 /// client's headers minus hop-by-hop ones, one normalised Content-Length or chunked framing,
-/// X-Forwarded-For/-Proto/-Host and Via.
+/// X-Forwarded-For/-Proto/-Host and Via. Built from `h` (parsed once) and one walk over the
+/// validated field lines of `raw_head` to copy them.
 pub fn upstream_request(
     raw_head: &[u8],
     h: &Head<'_>,
@@ -64,80 +102,67 @@ pub fn upstream_request(
     fallback_host: &str,
     out: &mut Vec<u8>,
 ) {
-    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    // The head was parsed and validated already; this cannot fail.
-    let _ = req.parse(raw_head);
-    let conn = connection_tokens(req.headers);
+    let conn = || h.lines(ListField::Connection).flat_map(list);
     out.extend_from_slice(h.method_bytes);
     out.push(b' ');
     out.extend_from_slice(h.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // Host: the absolute-form target's authority wins (RFC 9112 3.2.2); an HTTP/1.0 request
-    // without Host gets one, as HTTP/1.1 requires it.
-    let authority = super::target::authority(h.target);
-    match (authority, h.host) {
-        (Some(a), _) => {
-            out.extend_from_slice(b"Host: ");
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        // An empty Host (h.host None) is passed on as it came.
-        (None, None)
-            if !req
-                .headers
-                .iter()
-                .any(|f| f.name.eq_ignore_ascii_case("host")) =>
-        {
-            let _ = write!(out, "Host: {fallback_host}\r\n");
-        }
-        (None, _) => {}
+    // without Host gets one, as HTTP/1.1 requires it. An empty Host is passed on as it came.
+    let authority = h.parsed.authority;
+    match authority {
+        Some(a) => field(out, b"Host", a),
+        None if !h.host_line => field(out, b"Host", fallback_host.as_bytes()),
+        None => {}
     }
-    for f in req.headers.iter() {
-        let n = f.name;
+    for (n, v) in field_lines(raw_head) {
         // Host is the absolute-form target's authority when there is one; it is never a
         // connection option (a request must carry it, RFC 9112 section 3.2), whatever a
         // Connection line names.
-        let host = n.eq_ignore_ascii_case("host");
+        let host = n.eq_ignore_ascii_case(b"host");
         if (host && authority.is_some())
-            || (!host && is_hop(n, &conn))
-            || n.eq_ignore_ascii_case("content-length")
-            || n.eq_ignore_ascii_case("x-forwarded-for")
-            || n.eq_ignore_ascii_case("x-forwarded-proto")
-            || n.eq_ignore_ascii_case("x-forwarded-host")
-            || n.eq_ignore_ascii_case("via")
+            || (!host && is_hop(n, conn()))
+            || n.eq_ignore_ascii_case(b"content-length")
+            || n.eq_ignore_ascii_case(b"x-forwarded-for")
+            || n.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || n.eq_ignore_ascii_case(b"x-forwarded-host")
+            || n.eq_ignore_ascii_case(b"via")
         {
             continue;
         }
-        field(out, n.as_bytes(), f.value);
+        field(out, n, v);
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(prev) = joined(req.headers, "x-forwarded-for") {
-        out.extend_from_slice(&prev);
-        out.extend_from_slice(b", ");
-    }
-    let _ = write!(out, "{client}\r\nX-Forwarded-Proto: http\r\n");
+    push_joined(out, h.lines(ListField::ForwardedFor));
+    push_ip(out, client);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = authority.or(h.host) {
-        out.extend_from_slice(b"X-Forwarded-Host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
+        field(out, b"X-Forwarded-Host", host);
     }
     out.extend_from_slice(b"Via: ");
-    if let Some(prev) = joined(req.headers, "via") {
-        out.extend_from_slice(&prev);
-        out.extend_from_slice(b", ");
-    }
-    let _ = write!(out, "1.{} httpd\r\n", h.minor);
+    push_joined(out, h.lines(ListField::Via));
+    out.extend_from_slice(if h.minor == 0 {
+        b"1.0 httpd\r\n"
+    } else {
+        b"1.1 httpd\r\n"
+    });
     if h.chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     } else if let Some(cl) = h.content_length {
-        let _ = write!(out, "Content-Length: {cl}\r\n");
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, cl);
+        out.extend_from_slice(b"\r\n");
     }
-    if h.upgrade
-        && let Some(up) = joined(req.headers, "upgrade")
-    {
+    if h.upgrade && h.upgrade_protocols.is_some() {
         out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-        out.extend_from_slice(&up);
+        let mut first = true;
+        for v in h.lines(ListField::Upgrade) {
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            first = false;
+            out.extend_from_slice(v);
+        }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -165,14 +190,54 @@ pub struct ResponseHead {
     pub reusable: bool,
 }
 
-/// Parses the upstream's response head strictly. `Ok(None)`: incomplete.
-pub fn parse_response(
-    buf: &[u8],
+/// The Connection field lines of a response, gathered once (usually none or one).
+struct ConnectionLines<'b> {
+    first: Option<&'b [u8]>,
+    more: Vec<&'b [u8]>,
+}
+
+impl<'b> ConnectionLines<'b> {
+    fn of(headers: &[httparse::Header<'b>]) -> Self {
+        let mut c = ConnectionLines {
+            first: None,
+            more: Vec::new(),
+        };
+        for h in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        {
+            match c.first {
+                None => c.first = Some(h.value),
+                Some(_) => c.more.push(h.value),
+            }
+        }
+        c
+    }
+
+    fn tokens(&self) -> impl Iterator<Item = &'b [u8]> + '_ {
+        self.first
+            .into_iter()
+            .chain(self.more.iter().copied())
+            .flat_map(list)
+    }
+}
+
+type Fields<'b> = [MaybeUninit<httparse::Header<'b>>; super::request::MAX_HEADERS];
+
+fn no_fields<'b>() -> Fields<'b> {
+    [const { MaybeUninit::uninit() }; super::request::MAX_HEADERS]
+}
+
+/// Parses the upstream's response head strictly into `resp`. `Ok(None)`: incomplete.
+fn parse_into<'h, 'b>(
+    resp: &mut httparse::Response<'h, 'b>,
+    fields: &'h mut Fields<'b>,
+    buf: &'b [u8],
     request_was_head: bool,
 ) -> Result<Option<ResponseHead>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(resp, buf, fields)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > MAX_RESPONSE_HEAD {
@@ -183,13 +248,8 @@ pub fn parse_response(
         }
         Err(_) => return Err("malformed response head"),
     };
-    let head = &buf[..len];
-    for (i, &c) in head.iter().enumerate() {
-        let bad_lf = c == b'\n' && (i == 0 || head[i - 1] != b'\r');
-        let bad_cr = c == b'\r' && head.get(i + 1) != Some(&b'\n');
-        if bad_lf || bad_cr {
-            return Err("bare CR or LF in response head");
-        }
+    if !crlf_only(&buf[..len]) {
+        return Err("bare CR or LF in response head");
     }
     let status = resp.code.ok_or("no status")?;
     let minor = resp.version.ok_or("no version")?;
@@ -202,17 +262,14 @@ pub fn parse_response(
     let mut said_close = false;
     for f in resp.headers.iter() {
         let v = f.value.trim_ascii();
-        if v.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+        if has_control(v) {
             return Err("control character in a response field");
         }
         if f.name.eq_ignore_ascii_case("content-length") {
             if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
                 return Err("malformed Content-Length");
             }
-            let n: u64 = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or("Content-Length")?;
+            let n = v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             if cl.is_some_and(|o| o != n) {
                 return Err("differing Content-Length");
             }
@@ -233,33 +290,7 @@ pub fn parse_response(
             }
         }
     }
-    let no_body =
-        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
-    let framing = if let Some(te) = te {
-        if cl.is_some() {
-            return Err("both Content-Length and Transfer-Encoding");
-        }
-        let codings: Vec<&[u8]> = list(te).collect();
-        if codings.len() != 1 || !codings[0].eq_ignore_ascii_case(b"chunked") {
-            return Err("Transfer-Encoding other than chunked");
-        }
-        if no_body {
-            BodyFraming::None
-        } else if minor == 0 {
-            // Transfer-Encoding in HTTP/1.0 is faulty framing: read until close (RFC 9112 6.1).
-            BodyFraming::Close
-        } else {
-            BodyFraming::Chunked
-        }
-    } else if no_body {
-        BodyFraming::None
-    } else {
-        match cl {
-            Some(0) => BodyFraming::None,
-            Some(n) => BodyFraming::Length(n),
-            None => BodyFraming::Close,
-        }
-    };
+    let framing = response_framing(status, minor, request_was_head, cl, te)?;
     Ok(Some(ResponseHead {
         status,
         len,
@@ -267,6 +298,58 @@ pub fn parse_response(
         content_length: cl,
         reusable: !close && framing != BodyFraming::Close && status != 101,
     }))
+}
+
+/// The body framing of a response (RFC 9112 section 6.3), or why it is refused.
+fn response_framing(
+    status: u16,
+    minor: u8,
+    request_was_head: bool,
+    cl: Option<u64>,
+    te: Option<&[u8]>,
+) -> Result<BodyFraming, &'static str> {
+    let no_body =
+        request_was_head || (100..200).contains(&status) || status == 204 || status == 304;
+    if let Some(te) = te {
+        if cl.is_some() {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        let mut codings = list(te);
+        let only_chunked = codings
+            .next()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err("Transfer-Encoding other than chunked");
+        }
+        return Ok(if no_body {
+            BodyFraming::None
+        } else if minor == 0 {
+            // Transfer-Encoding in HTTP/1.0 is faulty framing: read until close (RFC 9112 6.1).
+            BodyFraming::Close
+        } else {
+            BodyFraming::Chunked
+        });
+    }
+    Ok(if no_body {
+        BodyFraming::None
+    } else {
+        match cl {
+            Some(0) => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
+            None => BodyFraming::Close,
+        }
+    })
+}
+
+/// Parses the upstream's response head strictly. `Ok(None)`: incomplete.
+pub fn parse_response(
+    buf: &[u8],
+    request_was_head: bool,
+) -> Result<Option<ResponseHead>, &'static str> {
+    let mut fields = no_fields();
+    let mut resp = httparse::Response::new(&mut []);
+    parse_into(&mut resp, &mut fields, buf, request_was_head)
 }
 
 /// What the client side needs from the rewritten response head.
@@ -278,8 +361,56 @@ pub struct ClientSide<'a> {
     pub date: &'a str,
 }
 
-/// The response head sent to the client. Returns whether the body must be de-chunked (an
-/// HTTP/1.0 client) and whether the client connection must close after the body.
+/// A response head relayed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    pub head: ResponseHead,
+    /// The body must be de-chunked (an HTTP/1.0 client).
+    pub dechunk: bool,
+    /// The client connection closes after the body.
+    pub close: bool,
+}
+
+/// Parses the response head at the front of `buf` (once) and appends what the client gets
+/// for it to `out`: an interim 1xx as received minus hop-by-hop fields (nothing for an
+/// HTTP/1.0 client), or the rewritten final head (101 included). `Ok(None)`: incomplete.
+pub fn relay_head(
+    buf: &[u8],
+    request_was_head: bool,
+    c: ClientSide<'_>,
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Option<Relayed>, &'static str> {
+    let mut fields = no_fields();
+    let mut resp = httparse::Response::new(&mut []);
+    let Some(rh) = parse_into(&mut resp, &mut fields, buf, request_was_head)? else {
+        return Ok(None);
+    };
+    if (100..200).contains(&rh.status) && rh.status != 101 {
+        if c.minor == 1 {
+            write_interim(&resp, rh.status, out);
+        }
+        return Ok(Some(Relayed {
+            head: rh,
+            dechunk: false,
+            close: false,
+        }));
+    }
+    let c = ClientSide {
+        keep_alive: c.keep_alive && rh.status != 101,
+        ..c
+    };
+    let (dechunk, close) = write_client_head(&resp, &rh, c, extra, out);
+    Ok(Some(Relayed {
+        head: rh,
+        dechunk,
+        close,
+    }))
+}
+
+/// The response head sent to the client for `raw` (parsed as `rh`). Returns whether the body
+/// must be de-chunked (an HTTP/1.0 client) and whether the client connection must close after
+/// the body.
 pub fn client_response(
     raw: &[u8],
     rh: &ResponseHead,
@@ -287,60 +418,76 @@ pub fn client_response(
     extra: &[u8],
     out: &mut Vec<u8>,
 ) -> (bool, bool) {
-    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let _ = resp.parse(raw);
-    let conn = connection_tokens(resp.headers);
+    let mut fields = no_fields();
+    let mut resp = httparse::Response::new(&mut []);
+    // Parsed and validated already; this cannot fail.
+    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        raw,
+        &mut fields,
+    );
+    write_client_head(&resp, rh, c, extra, out)
+}
+
+fn write_client_head(
+    resp: &httparse::Response<'_, '_>,
+    rh: &ResponseHead,
+    c: ClientSide<'_>,
+    extra: &[u8],
+    out: &mut Vec<u8>,
+) -> (bool, bool) {
+    let lines = ConnectionLines::of(resp.headers);
+    let conn = || lines.tokens();
     let upgrade = rh.status == 101;
     let dechunk = rh.framing == BodyFraming::Chunked && c.minor == 0;
     let close = !c.keep_alive || rh.framing == BodyFraming::Close || dechunk;
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        rh.status,
-        resp.reason.unwrap_or("")
-    );
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(rh.status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut date = false;
     for f in resp.headers.iter() {
-        let n = f.name;
-        let hop = is_hop(n, &conn) || n.eq_ignore_ascii_case("via");
+        let n = f.name.as_bytes();
+        let hop = is_hop(n, conn()) || n.eq_ignore_ascii_case(b"via");
         // Framing fields are never copied: httpd writes them from the framing it parsed, so
         // no hop-by-hop trick can remove or change them.
-        let framing =
-            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding");
-        if framing || (hop && !(upgrade && n.eq_ignore_ascii_case("upgrade"))) {
+        let framing = n.eq_ignore_ascii_case(b"content-length")
+            || n.eq_ignore_ascii_case(b"transfer-encoding");
+        if framing || (hop && !(upgrade && n.eq_ignore_ascii_case(b"upgrade"))) {
             continue;
         }
-        field(out, n.as_bytes(), f.value);
+        // A Date the upstream named in Connection is not copied: it needs one too.
+        date |= n.eq_ignore_ascii_case(b"date");
+        field(out, n, f.value);
     }
     out.extend_from_slice(b"Via: ");
-    if let Some(prev) = joined(resp.headers, "via") {
-        out.extend_from_slice(&prev);
-        out.extend_from_slice(b", ");
-    }
+    push_joined(
+        out,
+        resp.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("via"))
+            .map(|h| h.value.trim_ascii()),
+    );
     out.extend_from_slice(b"1.1 httpd\r\n");
-    // A Date the upstream named in Connection was not copied: it needs one too.
-    if !resp
-        .headers
-        .iter()
-        .any(|f| f.name.eq_ignore_ascii_case("date") && !is_hop(f.name, &conn))
-    {
-        out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(c.date.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    if !date {
+        field(out, b"Date", c.date.as_bytes());
     }
-    match rh.framing {
+    let length = match rh.framing {
         BodyFraming::Chunked if !dechunk => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            None
         }
-        BodyFraming::Length(n) => {
-            let _ = write!(out, "Content-Length: {n}\r\n");
-        }
+        BodyFraming::Length(n) => Some(n),
         BodyFraming::None if rh.status != 204 && !(100..200).contains(&rh.status) => {
-            if let Some(n) = rh.content_length {
-                let _ = write!(out, "Content-Length: {n}\r\n");
-            }
+            rh.content_length
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some(n) = length {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(extra);
     if upgrade {
@@ -356,13 +503,26 @@ pub fn client_response(
 
 /// A 1xx interim response, relayed as received minus hop-by-hop fields.
 pub fn interim(raw: &[u8], status: u16, out: &mut Vec<u8>) {
-    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let _ = resp.parse(raw);
-    let conn = connection_tokens(resp.headers);
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or(""));
+    let mut fields = no_fields();
+    let mut resp = httparse::Response::new(&mut []);
+    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        raw,
+        &mut fields,
+    );
+    write_interim(&resp, status, out);
+}
+
+fn write_interim(resp: &httparse::Response<'_, '_>, status: u16, out: &mut Vec<u8>) {
+    let lines = ConnectionLines::of(resp.headers);
+    let conn = || lines.tokens();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
     for f in resp.headers.iter() {
-        if !is_hop(f.name, &conn) {
+        if !is_hop(f.name.as_bytes(), conn()) {
             field(out, f.name.as_bytes(), f.value);
         }
     }

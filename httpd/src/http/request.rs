@@ -55,7 +55,10 @@ impl HeadError {
 #[derive(Debug, Clone, Default)]
 pub struct Head<'a> {
     pub method_bytes: &'a [u8],
+    /// The request-target as sent.
     pub target: &'a [u8],
+    /// The same, parsed (once): absolute-form authority and host, path, query.
+    pub parsed: super::target::Target<'a>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Bytes of the head, the empty line included.
@@ -75,8 +78,16 @@ pub struct Head<'a> {
     pub user_agent: Option<&'a [u8]>,
     pub expect_continue: bool,
     pub upgrade: bool,
-    /// Further field lines of list-valued fields (If-Match, If-None-Match, Accept-Encoding):
-    /// lines with one name form one list (RFC 9110 section 5.3). Empty in the common case.
+    /// A Host field line was there (even empty: then `host` is None).
+    pub host_line: bool,
+    /// The fields the upstream request rewrites (hop-by-hop names, the forwarding chain, the
+    /// protocols asked for), so building it needs no second parse.
+    pub connection: Option<&'a [u8]>,
+    pub forwarded_for: Option<&'a [u8]>,
+    pub via: Option<&'a [u8]>,
+    pub upgrade_protocols: Option<&'a [u8]>,
+    /// Further field lines of list-valued fields: lines with one name form one list (RFC 9110
+    /// section 5.3). Empty in the common case.
     pub more: Vec<(ListField, &'a [u8])>,
 }
 
@@ -86,6 +97,10 @@ pub enum ListField {
     IfMatch,
     IfNoneMatch,
     AcceptEncoding,
+    Connection,
+    ForwardedFor,
+    Via,
+    Upgrade,
 }
 
 impl<'a> Head<'a> {
@@ -95,6 +110,10 @@ impl<'a> Head<'a> {
             ListField::IfMatch => self.if_match,
             ListField::IfNoneMatch => self.if_none_match,
             ListField::AcceptEncoding => self.accept_encoding,
+            ListField::Connection => self.connection,
+            ListField::ForwardedFor => self.forwarded_for,
+            ListField::Via => self.via,
+            ListField::Upgrade => self.upgrade_protocols,
         };
         first.into_iter().chain(
             self.more
@@ -136,24 +155,40 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[s..e]
 }
 
+/// Keeps one line of a list-valued field: the first in `first`, the others in `more`.
+fn keep_line<'a>(
+    first: &mut Option<&'a [u8]>,
+    more: &mut Vec<(ListField, &'a [u8])>,
+    f: ListField,
+    v: &'a [u8],
+) {
+    if first.is_some() {
+        more.push((f, v));
+    } else {
+        *first = Some(v);
+    }
+}
+
 /// Comma-separated list elements, trimmed, empty ones skipped.
 pub fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&c| c == b',').map(trim).filter(|e| !e.is_empty())
 }
 
 /// Every LF is preceded by CR and every CR followed by LF.
-fn crlf_only(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for (i, &c) in head.iter().enumerate() {
-        if c == b'\n' && prev != b'\r' {
-            return false;
-        }
-        if c == b'\r' && head.get(i + 1) != Some(&b'\n') {
-            return false;
-        }
-        prev = c;
-    }
-    true
+/// (Counted: each CR in a CRLF pair and each LF too. Branch-free, so it vectorises.)
+pub(crate) fn crlf_only(head: &[u8]) -> bool {
+    let count = |b: u8| head.iter().fold(0usize, |n, &c| n + usize::from(c == b));
+    let pairs = head.windows(2).fold(0usize, |n, w| {
+        n + usize::from(w[0] == b'\r' && w[1] == b'\n')
+    });
+    let cr = count(b'\r');
+    cr == pairs && count(b'\n') == pairs
+}
+
+/// A control byte other than HTAB, or DEL, in a field value (branch-free, so it vectorises).
+pub(crate) fn has_control(v: &[u8]) -> bool {
+    v.iter()
+        .fold(false, |a, &c| a | ((c < 0x20) & (c != b'\t')) | (c == 0x7f))
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {
@@ -231,9 +266,11 @@ fn incomplete(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
 
 /// Parses one request head from the front of `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Uninitialised: httparse writes the fields it finds, and nothing is zeroed per request.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return incomplete(buf),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::HeadersTooLarge),
@@ -260,12 +297,13 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     if !path.is_ascii() {
         return Err(HeadError::Bad("non-ASCII request target"));
     }
-    if super::target::parse_target(path.as_bytes()).is_err() {
+    let Ok(parsed) = super::target::parse_target(path.as_bytes()) else {
         return Err(HeadError::Bad("malformed request target"));
-    }
+    };
     let mut h = Head {
         method_bytes: method.as_bytes(),
         target: path.as_bytes(),
+        parsed,
         minor,
         len,
         keep_alive: minor == 1,
@@ -280,7 +318,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
     let mut has_upgrade = false;
     for f in req.headers.iter() {
         let v = trim(f.value);
-        if v.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+        if has_control(v) {
             return Err(HeadError::Bad("control character in a field value"));
         }
         let n = f.name.as_bytes();
@@ -288,6 +326,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
         if is("host") {
             hosts += 1;
             h.host = Some(v);
+            h.host_line = true;
         } else if is("content-length") {
             let cl = parse_content_length(v).ok_or(HeadError::Bad("malformed Content-Length"))?;
             if h.content_length.is_some_and(|old| old != cl) {
@@ -298,6 +337,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             te_count += 1;
             te = Some(v);
         } else if is("connection") {
+            keep_line(&mut h.connection, &mut h.more, ListField::Connection, v);
             for t in list(v) {
                 if t.eq_ignore_ascii_case(b"close") {
                     conn_close = true;
@@ -310,17 +350,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
                 }
             }
         } else if is("if-match") {
-            if h.if_match.is_some() {
-                h.more.push((ListField::IfMatch, v));
-            } else {
-                h.if_match = Some(v);
-            }
+            keep_line(&mut h.if_match, &mut h.more, ListField::IfMatch, v);
         } else if is("if-none-match") {
-            if h.if_none_match.is_some() {
-                h.more.push((ListField::IfNoneMatch, v));
-            } else {
-                h.if_none_match = Some(v);
-            }
+            keep_line(&mut h.if_none_match, &mut h.more, ListField::IfNoneMatch, v);
         } else if is("if-modified-since") {
             // A date field sent twice is invalid: ignored (RFC 9110 section 13.1.3).
             repeated_ims |= h.if_modified_since.replace(v).is_some();
@@ -332,11 +364,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             // Range is a single value: two lines make it invalid, and it is ignored.
             repeated_range |= h.range.replace(v).is_some();
         } else if is("accept-encoding") {
-            if h.accept_encoding.is_some() {
-                h.more.push((ListField::AcceptEncoding, v));
-            } else {
-                h.accept_encoding = Some(v);
-            }
+            keep_line(
+                &mut h.accept_encoding,
+                &mut h.more,
+                ListField::AcceptEncoding,
+                v,
+            );
         } else if is("referer") {
             h.referer.get_or_insert(v);
         } else if is("user-agent") {
@@ -345,6 +378,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<Head<'_>>, HeadError> {
             h.expect_continue = v.eq_ignore_ascii_case(b"100-continue");
         } else if is("upgrade") {
             has_upgrade = true;
+            keep_line(&mut h.upgrade_protocols, &mut h.more, ListField::Upgrade, v);
+        } else if is("x-forwarded-for") {
+            keep_line(
+                &mut h.forwarded_for,
+                &mut h.more,
+                ListField::ForwardedFor,
+                v,
+            );
+        } else if is("via") {
+            keep_line(&mut h.via, &mut h.more, ListField::Via, v);
         }
     }
     if repeated_ims {
@@ -564,6 +607,24 @@ mod tests {
         assert!(p(&format!("GET /{} HTTP/2", "a".repeat(MAX_REQUEST_LINE))).is_err());
         assert!(matches!(p("GET / HTTP/2"), Ok(None)));
         assert!(matches!(p("GET / HTTP/2."), Ok(None)));
+    }
+
+    #[test]
+    fn line_ends_and_controls() {
+        for (h, ok) in [
+            (&b"a\r\nb\r\n\r\n"[..], true),
+            (b"", true),
+            (b"a\nb", false),
+            (b"a\rb", false),
+            (b"a\r", false),
+            (b"\n", false),
+            (b"\r\r\n", false),
+            (b"\r\n\n", false),
+        ] {
+            assert_eq!(crlf_only(h), ok, "{h:?}");
+        }
+        assert!(has_control(b"a\x01") && has_control(b"\x7f") && has_control(b"\r"));
+        assert!(!has_control(b"a\tb \x80\xff"));
     }
 
     #[test]

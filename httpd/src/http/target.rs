@@ -14,10 +14,12 @@ pub enum TargetError {
 }
 
 /// A parsed request target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Target<'a> {
     /// Host from an absolute-form target (`http://host:port/...`), port stripped.
     pub host: Option<&'a [u8]>,
+    /// The authority of an absolute-form target as sent (`host:port`).
+    pub authority: Option<&'a [u8]>,
     /// The raw path as sent (before decoding), without query.
     pub raw_path: &'a [u8],
     /// The query string without its `?`, if any.
@@ -31,12 +33,13 @@ pub fn parse_target(t: &[u8]) -> Result<Target<'_>, TargetError> {
     if t == b"*" {
         return Ok(Target {
             host: None,
+            authority: None,
             raw_path: b"*",
             query: None,
             asterisk: true,
         });
     }
-    let (host, rest) = if t.first() == Some(&b'/') {
+    let (authority, rest) = if t.first() == Some(&b'/') {
         (None, t)
     } else {
         let scheme_end = t
@@ -57,7 +60,7 @@ pub fn parse_target(t: &[u8]) -> Result<Target<'_>, TargetError> {
             return Err(TargetError::Malformed);
         }
         let rest = &after[auth_end..];
-        (Some(strip_port(authority)), rest)
+        (Some(authority), rest)
     };
     if rest.contains(&b'#') {
         return Err(TargetError::Malformed);
@@ -68,7 +71,8 @@ pub fn parse_target(t: &[u8]) -> Result<Target<'_>, TargetError> {
     };
     let path: &[u8] = if path.is_empty() { b"/" } else { path };
     Ok(Target {
-        host,
+        host: authority.map(strip_port),
+        authority,
         raw_path: path,
         query,
         asterisk: false,

@@ -24,8 +24,8 @@ use aya::maps::{HashMap, MapData, SockHash};
 use httpd_common::ebpf::SockKey;
 use mio::net::TcpStream;
 
-use crate::ebpf::ip_u32;
 use crate::sys::{self, TcpCounters};
+use httpd_common::ebpf::ip_u32;
 
 /// The tunnel maps, shared by the workers.
 pub struct Splicer {
