@@ -478,12 +478,7 @@ impl Conn {
             return Offer::No;
         }
         let drained = self.last_read == LastRead::Empty;
-        let end = ClientEnd {
-            sock: &self.sock,
-            token: ctx.token,
-            read_total: self.read_total,
-            eof: self.last_read == LastRead::Eof,
-        };
+        let end = client_end(&self.sock, ctx.token, self.read_total, self.last_read);
         let Phase::Tunnel(t) = &mut self.phase else {
             return Offer::No;
         };
@@ -497,12 +492,7 @@ impl Conn {
     /// Follows a tunnel in the kernel. Some(drive) when the drive ends here (both directions
     /// are the kernel's, or the tunnel is over); None to go on in user space.
     fn follow_kernel_tunnel(&mut self, ctx: &mut WorkerCtx<'_>) -> Option<Drive> {
-        let end = ClientEnd {
-            sock: &self.sock,
-            token: ctx.token,
-            read_total: self.read_total,
-            eof: self.last_read == LastRead::Eof,
-        };
+        let end = client_end(&self.sock, ctx.token, self.read_total, self.last_read);
         let Phase::Tunnel(t) = &mut self.phase else {
             return None;
         };
@@ -533,12 +523,7 @@ impl Conn {
 
     /// How its tunnel in the kernel is doing (bytes moved count as activity).
     pub fn kernel_health(&mut self, now: Instant, token: usize) -> SpliceHealth {
-        let end = ClientEnd {
-            sock: &self.sock,
-            token,
-            read_total: self.read_total,
-            eof: self.last_read == LastRead::Eof,
-        };
+        let end = client_end(&self.sock, token, self.read_total, self.last_read);
         let health = match &mut self.phase {
             Phase::Tunnel(t) => t.health(&end, now),
             _ => SpliceHealth::default(),
@@ -1067,6 +1052,22 @@ impl Conn {
                 Err(_) => return false,
             }
         }
+    }
+}
+
+/// The client side of a tunnel (a function of the fields, not of `Conn`: the tunnel is
+/// borrowed from the connection's phase at the same time).
+fn client_end(
+    sock: &TcpStream,
+    token: usize,
+    read_total: u64,
+    last_read: LastRead,
+) -> ClientEnd<'_> {
+    ClientEnd {
+        sock,
+        token,
+        read_total,
+        eof: last_read == LastRead::Eof,
     }
 }
 
