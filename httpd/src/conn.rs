@@ -935,33 +935,20 @@ impl Conn {
     /// Ends the exchange or tunnel in progress: logged (`a`, or with what was sent so far),
     /// its upstream connection pooled or closed; the phase goes back to `Requests`.
     fn end_forwarding(&mut self, ctx: &mut WorkerCtx<'_>, a: Option<Answered>) {
-        match std::mem::replace(&mut self.phase, Phase::Requests) {
-            Phase::Forwarding(x) => {
-                let a = a.unwrap_or_else(|| {
-                    let (status, bytes) = x.outcome();
-                    Answered {
-                        status,
-                        bytes,
-                        close: true,
-                    }
-                });
-                self.log_exchange(&x.log, &a, ctx.stats, ctx.clf_time);
-                if let Some(up) = ctx.up.as_mut() {
-                    x.finish(up.pool, up.registry, up.bufs);
-                }
+        match ctx.up.as_mut() {
+            Some(up) => {
+                let (pool, registry, bufs) = (&mut *up.pool, up.registry, &mut *up.bufs);
+                self.settle(
+                    Phase::Requests,
+                    a,
+                    ctx.stats,
+                    ctx.clf_time,
+                    pool,
+                    registry,
+                    bufs,
+                );
             }
-            Phase::Tunnel(t) => {
-                let a = Answered {
-                    status: 101,
-                    bytes: t.bytes(),
-                    close: true,
-                };
-                self.log_exchange(&t.log, &a, ctx.stats, ctx.clf_time);
-                if let Some(up) = ctx.up.as_mut() {
-                    t.finish(up.pool, up.bufs);
-                }
-            }
-            other => self.phase = other,
+            None => self.phase = Phase::Requests,
         }
     }
 
@@ -975,14 +962,33 @@ impl Conn {
         registry: &Registry,
         bufs: &mut Vec<Vec<u8>>,
     ) {
-        match std::mem::replace(&mut self.phase, Phase::Closing) {
+        self.settle(Phase::Closing, None, stats, clf_time, pool, registry, bufs);
+    }
+
+    /// Ends the exchange or tunnel in progress (any other phase is left as it is): logged
+    /// with `a`, or with what was sent so far, and its upstream connection pooled or closed;
+    /// the connection goes on in `next`.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        next: Phase,
+        a: Option<Answered>,
+        stats: &crate::stats::Stats,
+        clf_time: &str,
+        pool: &mut crate::forward::Pool,
+        registry: &Registry,
+        bufs: &mut Vec<Vec<u8>>,
+    ) {
+        match std::mem::replace(&mut self.phase, next) {
             Phase::Forwarding(x) => {
-                let (status, bytes) = x.outcome();
-                let a = Answered {
-                    status,
-                    bytes,
-                    close: true,
-                };
+                let a = a.unwrap_or_else(|| {
+                    let (status, bytes) = x.outcome();
+                    Answered {
+                        status,
+                        bytes,
+                        close: true,
+                    }
+                });
                 self.log_exchange(&x.log, &a, stats, clf_time);
                 x.finish(pool, registry, bufs);
             }
@@ -995,7 +1001,7 @@ impl Conn {
                 self.log_exchange(&t.log, &a, stats, clf_time);
                 t.finish(pool, bufs);
             }
-            _ => {}
+            other => self.phase = other,
         }
     }
 

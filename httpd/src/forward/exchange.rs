@@ -248,21 +248,17 @@ impl Exchange {
 
     /// Writes the upstream buffer until it is empty or the socket is full.
     fn write_upstream(&mut self, up: &mut UpCtx<'_>) -> Result<bool, ProxyError> {
-        let mut moved = false;
-        while !self.to_up.is_empty() && self.up.writable() {
-            match self.up.write(self.to_up.pending(), up.registry, false) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.to_up.advance(n);
-                    moved = true;
-                }
+        let mut retried = false;
+        loop {
+            match self.up.write_out(&mut self.to_up, up.registry, false) {
+                Ok(moved) => return Ok(moved || retried),
+                // A pooled connection found closed: the head goes again on a fresh one.
                 Err(e) => {
                     self.retry_or(ProxyError::upstream_io(&e), up)?;
-                    moved = true;
+                    retried = true;
                 }
             }
         }
-        Ok(moved)
     }
 
     /// One upstream read per turn, while the client keeps up, into the worker's scratch

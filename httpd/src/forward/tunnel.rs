@@ -162,16 +162,12 @@ impl Tunnel {
                 *consumed += n;
                 moved = true;
             }
-            let hangup_only = self.kernel.is_some();
-            while !self.to_up.is_empty() && self.up.writable() {
-                match self.up.write(self.to_up.pending(), registry, hangup_only) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        self.to_up.advance(n);
-                        moved = true;
-                    }
-                    Err(e) => return TunnelStep::Failed(ProxyError::upstream_io(&e)),
-                }
+            match self
+                .up
+                .write_out(&mut self.to_up, registry, self.kernel.is_some())
+            {
+                Ok(m) => moved |= m,
+                Err(e) => return TunnelStep::Failed(ProxyError::upstream_io(&e)),
             }
             if client_eof && self.to_up.is_empty() && *consumed == input.len() && !self.up_shut {
                 self.up_shut = true;

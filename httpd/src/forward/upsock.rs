@@ -151,6 +151,26 @@ impl UpSock {
         }
     }
 
+    /// Writes `out` until it is empty or the socket is full: Ok(whether anything was written).
+    pub fn write_out(
+        &mut self,
+        out: &mut Outbox,
+        registry: &Registry,
+        hangup_only: bool,
+    ) -> io::Result<bool> {
+        let mut moved = false;
+        while !out.is_empty() && self.writable {
+            match self.write(out.pending(), registry, hangup_only)? {
+                0 => break,
+                n => {
+                    out.advance(n);
+                    moved = true;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
     pub fn writable(&self) -> bool {
         self.writable
     }

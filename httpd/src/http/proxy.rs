@@ -418,15 +418,29 @@ pub fn client_response(
     extra: &[u8],
     out: &mut Vec<u8>,
 ) -> (bool, bool) {
+    reparsed(raw, |resp| write_client_head(resp, rh, c, extra, out))
+}
+
+/// Runs `f` on a response head parsed and validated already (the entry points kept for the
+/// tests and fuzz targets; the serving path parses once, in [`relay_head`]).
+fn reparsed<R>(raw: &[u8], f: impl FnOnce(&httparse::Response<'_, '_>) -> R) -> R {
     let mut fields = no_fields();
     let mut resp = httparse::Response::new(&mut []);
-    // Parsed and validated already; this cannot fail.
     let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut resp,
         raw,
         &mut fields,
     );
-    write_client_head(&resp, rh, c, extra, out)
+    f(&resp)
+}
+
+/// `HTTP/1.1 STATUS REASON\r\n`.
+fn status_line(out: &mut Vec<u8>, status: u16, reason: Option<&str>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn write_client_head(
@@ -441,11 +455,7 @@ fn write_client_head(
     let upgrade = rh.status == 101;
     let dechunk = rh.framing == BodyFraming::Chunked && c.minor == 0;
     let close = !c.keep_alive || rh.framing == BodyFraming::Close || dechunk;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(rh.status));
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, rh.status, resp.reason);
     let mut date = false;
     for f in resp.headers.iter() {
         let n = f.name.as_bytes();
@@ -503,24 +513,13 @@ fn write_client_head(
 
 /// A 1xx interim response, relayed as received minus hop-by-hop fields.
 pub fn interim(raw: &[u8], status: u16, out: &mut Vec<u8>) {
-    let mut fields = no_fields();
-    let mut resp = httparse::Response::new(&mut []);
-    let _ = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        raw,
-        &mut fields,
-    );
-    write_interim(&resp, status, out);
+    reparsed(raw, |resp| write_interim(resp, status, out));
 }
 
 fn write_interim(resp: &httparse::Response<'_, '_>, status: u16, out: &mut Vec<u8>) {
     let lines = ConnectionLines::of(resp.headers);
     let conn = || lines.tokens();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(status));
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status, resp.reason);
     for f in resp.headers.iter() {
         if !is_hop(f.name.as_bytes(), conn()) {
             field(out, f.name.as_bytes(), f.value);

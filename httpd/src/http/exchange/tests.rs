@@ -7,6 +7,11 @@ const SIDE: HeadSide<'static> = HeadSide {
     date: "D",
 };
 
+/// A codec maker for `every_split`.
+fn codec(r: ClientRequest) -> impl Fn() -> Codec {
+    move || Codec::new(r)
+}
+
 fn client(framing: Framing) -> ClientRequest {
     ClientRequest {
         framing,
@@ -72,7 +77,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn length_body_done_and_reusable() {
     let (c, out) = every_split(
-        || Codec::new(client(Framing::None)),
+        codec(client(Framing::None)),
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         false,
     );
@@ -86,17 +91,15 @@ fn length_body_done_and_reusable() {
 #[test]
 fn chunked_body_passed_on_or_dechunked() {
     let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    let (c, out) = every_split(|| Codec::new(client(Framing::None)), resp, false);
+    let (c, out) = every_split(codec(client(Framing::None)), resp, false);
     assert!(c.is_done() && c.reusable() && !c.close_client());
     assert!(text(&out).ends_with("chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
     // An HTTP/1.0 client gets the data, delimited by the close.
     let (c, out) = every_split(
-        || {
-            Codec::new(ClientRequest {
-                minor: 0,
-                ..client(Framing::None)
-            })
-        },
+        codec(ClientRequest {
+            minor: 0,
+            ..client(Framing::None)
+        }),
         resp,
         false,
     );
@@ -110,7 +113,7 @@ fn chunked_body_passed_on_or_dechunked() {
 #[test]
 fn close_delimited_body_ends_at_eof() {
     let resp = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
-    let (c, out) = every_split(|| Codec::new(client(Framing::None)), resp, true);
+    let (c, out) = every_split(codec(client(Framing::None)), resp, true);
     assert!(c.is_done() && c.close_client() && !c.reusable());
     assert!(text(&out).ends_with("Connection: close\r\n\r\nuntil the end"));
     // Without the close it is still going.
@@ -130,12 +133,10 @@ fn no_body_for_head_204_304() {
         ),
     ] {
         let (c, _) = every_split(
-            || {
-                Codec::new(ClientRequest {
-                    head: req_head,
-                    ..client(Framing::None)
-                })
-            },
+            codec(ClientRequest {
+                head: req_head,
+                ..client(Framing::None)
+            }),
             resp,
             false,
         );
@@ -147,7 +148,7 @@ fn no_body_for_head_204_304() {
 #[test]
 fn interim_responses_relayed_to_http11_only() {
     let resp = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let (c, out) = every_split(|| Codec::new(client(Framing::None)), resp, false);
+    let (c, out) = every_split(codec(client(Framing::None)), resp, false);
     assert!(c.is_done() && c.reusable());
     let s = text(&out);
     assert!(
@@ -155,12 +156,10 @@ fn interim_responses_relayed_to_http11_only() {
         "{s}"
     );
     let (_, out) = every_split(
-        || {
-            Codec::new(ClientRequest {
-                minor: 0,
-                ..client(Framing::None)
-            })
-        },
+        codec(ClientRequest {
+            minor: 0,
+            ..client(Framing::None)
+        }),
         resp,
         false,
     );
@@ -170,12 +169,10 @@ fn interim_responses_relayed_to_http11_only() {
 #[test]
 fn switching_protocols_only_when_asked() {
     let resp = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nfirst tunnel bytes";
-    let asked = || {
-        Codec::new(ClientRequest {
-            upgrade: true,
-            ..client(Framing::None)
-        })
-    };
+    let asked = codec(ClientRequest {
+        upgrade: true,
+        ..client(Framing::None)
+    });
     let mut c = asked();
     let mut out = Vec::new();
     let r = c.response(resp, false, &SIDE, &mut out).unwrap();
@@ -256,12 +253,10 @@ fn bytes_past_the_response_forbid_reuse() {
 #[test]
 fn client_asking_to_close() {
     let (c, out) = every_split(
-        || {
-            Codec::new(ClientRequest {
-                keep_alive: false,
-                ..client(Framing::None)
-            })
-        },
+        codec(ClientRequest {
+            keep_alive: false,
+            ..client(Framing::None)
+        }),
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         false,
     );
