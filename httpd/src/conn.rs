@@ -398,7 +398,8 @@ impl Conn {
                 Round::Close => return Drive::Close,
             }
             let before = self.out.pending();
-            match self.out.flush(&self.sock, ctx.io, ctx.probe) {
+            let spent = ctx.up.as_mut().map(|u| &mut *u.bufs);
+            match self.out.flush(&self.sock, ctx.io, ctx.probe, spent) {
                 Ok(Flushed::All | Flushed::Cold) => self.reg.blocked_on_write = false,
                 Ok(Flushed::Full) => self.reg.blocked_on_write = true,
                 Ok(Flushed::Budget) => {

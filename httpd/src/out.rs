@@ -128,7 +128,9 @@ impl OutQueue {
         });
     }
 
-    fn consume(&mut self, mut n: usize) {
+    /// Drops what `n` written bytes covered; buffers written whole go to `spent` (the
+    /// worker's small-buffer pool, see [`crate::forward::recycle`]) for the next responses.
+    fn consume(&mut self, mut n: usize, mut spent: Option<&mut Vec<Vec<u8>>>) {
         self.pending -= n as u64;
         while n > 0 {
             let Some(front) = self.items.front_mut() else {
@@ -139,7 +141,11 @@ impl OutQueue {
                     let left = buf.len() - *pos;
                     if n >= left {
                         n -= left;
-                        self.items.pop_front();
+                        if let (Some(Item::Bytes { buf, .. }), Some(pool)) =
+                            (self.items.pop_front(), spent.as_deref_mut())
+                        {
+                            crate::forward::recycle(buf, pool);
+                        }
                     } else {
                         *pos += n;
                         n = 0;
@@ -219,7 +225,7 @@ impl OutQueue {
                 self.zero_copy = Some(root.clone());
             }
             self.cold_front = true;
-            self.consume(sent as usize);
+            self.consume(sent as usize, None);
         }
         self.cold = match outcome {
             Outcome::Failed => ColdRead::Failed,
@@ -255,12 +261,13 @@ impl OutQueue {
     }
 
     /// Writes as much as the socket takes. `probe` is the worker's buffer for asking whether
-    /// bytes are cached (`async-sendfile`).
+    /// bytes are cached (`async-sendfile`); `spent` takes the buffers written whole.
     pub fn flush(
         &mut self,
         sock: &impl AsRawFd,
         io: IoModel,
         probe: &mut [u8],
+        mut spent: Option<&mut Vec<Vec<u8>>>,
     ) -> io::Result<Flushed> {
         match self.cold {
             ColdRead::None => {}
@@ -331,7 +338,7 @@ impl OutQueue {
             match res {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
-                    self.consume(k);
+                    self.consume(k, spent.as_deref_mut());
                     budget = budget.saturating_sub(k as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),

@@ -364,7 +364,7 @@ impl LoopState {
         };
         let mut ctx = WorkerCtx {
             table: &self.table,
-            date: self.date.now(),
+            date: self.date.current(),
             clf_time: &self.clf,
             io: limits.io,
             now,

@@ -109,6 +109,13 @@ pub(crate) fn recycle(mut buf: Vec<u8>, bufs: &mut Vec<Vec<u8>>) {
     }
 }
 
+/// A cleared buffer from the pool (or a new one) with room for `capacity` bytes.
+pub(crate) fn small_buf(bufs: &mut Vec<Vec<u8>>, capacity: usize) -> Vec<u8> {
+    let mut buf = bufs.pop().unwrap_or_default();
+    buf.reserve(capacity);
+    buf
+}
+
 /// What a turn gets from the connection: the client's unread bytes and where the response
 /// goes.
 pub struct Turn<'a, 'b> {
@@ -315,11 +322,13 @@ impl Exchange {
             self.from_up.extend_from_slice(new);
         }
         let input = if held { &self.from_up[..] } else { new };
-        let mut bytes = Vec::with_capacity(input.len() + 512);
+        let mut bytes = small_buf(t.up.bufs, input.len() + 512);
         let result = self.codec.response(input, self.up.eof(), &side, &mut bytes);
         // What the codec produced before any error goes out first (a head whose body then
         // turns out bad is sent, and the cut shows after it).
-        if !bytes.is_empty() {
+        if bytes.is_empty() {
+            recycle(bytes, t.up.bufs);
+        } else {
             self.sent_client = true;
             t.out.push_bytes(bytes);
         }

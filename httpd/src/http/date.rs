@@ -28,6 +28,12 @@ impl DateCache {
         &self.value
     }
 
+    /// The IMF-fixdate of the last `now()` (the worker refreshes it once per turn of its
+    /// loop; a connection's drive reads it without asking the clock again).
+    pub fn current(&self) -> &str {
+        &self.value
+    }
+
     /// Seconds since the epoch of the last `now()`.
     pub fn secs(&self) -> u64 {
         self.secs

@@ -122,7 +122,8 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<(), TargetError> 
     if raw.first() != Some(&b'/') {
         return Err(TargetError::Malformed);
     }
-    let mut decoded = Vec::with_capacity(raw.len());
+    // Decoded into `out`, then resolved there in place: no allocation per request.
+    out.reserve(raw.len());
     let mut i = 0;
     while i < raw.len() {
         let c = raw[i];
@@ -142,54 +143,49 @@ pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<(), TargetError> 
         if b < 0x20 || b == 0x7f {
             return Err(TargetError::ForbiddenByte);
         }
-        decoded.push(b);
+        out.push(b);
         i += 1;
     }
-    // Segment stack as (start, end) ranges into `decoded`.
-    let mut segs: Vec<(usize, usize)> = Vec::new();
+    // out[..w] is the result so far: `/` and the kept segments joined by `/` (`depth` of
+    // them); out[r..] is what is left to read. The result never outgrows what was read
+    // (every kept segment came after a slash of its own), so w < r once a segment is read.
+    let len = out.len();
+    let (mut w, mut r, mut depth) = (1, 1, 0usize);
     let mut trailing = false;
-    for (start, seg) in split_segments(&decoded) {
+    while r <= len {
+        let end = out[r..]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(len, |e| r + e);
         trailing = false;
-        match seg {
-            b"" => trailing = true,
-            b"." => trailing = true,
+        match &out[r..end] {
+            b"" | b"." => trailing = true,
             b".." => {
-                if segs.pop().is_none() {
-                    return Err(TargetError::EscapesRoot);
-                }
+                depth = depth.checked_sub(1).ok_or(TargetError::EscapesRoot)?;
+                // Back to the slash before the last kept segment (or to the root's).
+                w = out[1..w]
+                    .iter()
+                    .rposition(|&c| c == b'/')
+                    .map_or(1, |p| p + 1);
                 trailing = true;
             }
-            _ => segs.push((start, start + seg.len())),
+            _ => {
+                if depth > 0 {
+                    out[w] = b'/';
+                    w += 1;
+                }
+                out.copy_within(r..end, w);
+                w += end - r;
+                depth += 1;
+            }
         }
+        r = end + 1;
     }
-    out.push(b'/');
-    for (k, &(s, e)) in segs.iter().enumerate() {
-        if k > 0 {
-            out.push(b'/');
-        }
-        out.extend_from_slice(&decoded[s..e]);
-    }
-    if trailing && !segs.is_empty() {
+    out.truncate(w);
+    if trailing && depth > 0 {
         out.push(b'/');
     }
     Ok(())
-}
-
-fn split_segments(p: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    // p starts with '/': yield each segment after a slash with its start offset.
-    let mut pos = 1;
-    std::iter::from_fn(move || {
-        if pos > p.len() {
-            return None;
-        }
-        let end = p[pos..]
-            .iter()
-            .position(|&c| c == b'/')
-            .map_or(p.len(), |e| pos + e);
-        let item = (pos, &p[pos..end]);
-        pos = end + 1;
-        Some(item)
-    })
 }
 
 /// Percent-encodes a path for a Location header (keeps `/` and RFC 3986 pchar bytes).
