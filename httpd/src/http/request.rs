@@ -174,15 +174,18 @@ pub fn list(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&c| c == b',').map(trim).filter(|e| !e.is_empty())
 }
 
-/// Every LF is preceded by CR and every CR followed by LF.
-/// (Counted: each CR in a CRLF pair and each LF too. Branch-free, so it vectorises.)
+/// Every LF is preceded by CR and every CR followed by LF: byte i is CR exactly when byte
+/// i+1 is LF, the first byte is no LF and the last no CR. (One branch-free pass over the
+/// pairs, so it vectorises.)
 pub(crate) fn crlf_only(head: &[u8]) -> bool {
-    let count = |b: u8| head.iter().fold(0usize, |n, &c| n + usize::from(c == b));
-    let pairs = head.windows(2).fold(0usize, |n, w| {
-        n + usize::from(w[0] == b'\r' && w[1] == b'\n')
-    });
-    let cr = count(b'\r');
-    cr == pairs && count(b'\n') == pairs
+    let (Some(&first), Some(&last)) = (head.first(), head.last()) else {
+        return true;
+    };
+    let unpaired = head
+        .iter()
+        .zip(&head[1..])
+        .fold(false, |bad, (&a, &b)| bad | ((a == b'\r') != (b == b'\n')));
+    !unpaired && first != b'\n' && last != b'\r'
 }
 
 /// A control byte other than HTAB, or DEL, in a field value (branch-free, so it vectorises).
@@ -622,6 +625,20 @@ mod tests {
             (b"\r\n\n", false),
         ] {
             assert_eq!(crlf_only(h), ok, "{h:?}");
+        }
+        // Every string of up to 7 bytes over {a, CR, LF}, against the definition by counting.
+        let by_counting = |h: &[u8]| {
+            let count = |b: u8| h.iter().filter(|&&c| c == b).count();
+            let pairs = h.windows(2).filter(|w| w == b"\r\n").count();
+            count(b'\r') == pairs && count(b'\n') == pairs
+        };
+        for len in 0..=7u32 {
+            for code in 0..3usize.pow(len) {
+                let h: Vec<u8> = (0..len)
+                    .map(|i| b"a\r\n"[code / 3usize.pow(i) % 3])
+                    .collect();
+                assert_eq!(crlf_only(&h), by_counting(&h), "{h:?}");
+            }
         }
         assert!(has_control(b"a\x01") && has_control(b"\x7f") && has_control(b"\r"));
         assert!(!has_control(b"a\tb \x80\xff"));
