@@ -2,7 +2,7 @@
 //! webroot file, written with the selected I/O model.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub enum IoModel {
 pub const SMALL_REGION: u64 = 32 * 1024;
 /// Chunk size of the `read` model.
 const READ_CHUNK: usize = 64 * 1024;
+/// Pieces gathered into one sendmsg.
+const MAX_IOV: usize = 64;
 /// At most this many bytes per flush: one large body cannot hold the worker for longer than
 /// its share (a sendfile of 4 MiB into a loopback socket runs for milliseconds, and every other
 /// connection of the worker waits that long). nginx's `sendfile_max_chunk` is the same idea.
@@ -285,7 +287,7 @@ impl OutQueue {
                 return Ok(Flushed::Budget);
             }
             // Gather the leading in-memory pieces (and small or mmap regions) into one sendmsg.
-            let mut bufs: [&[u8]; 64] = [&[]; 64];
+            let mut bufs = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             let mut next_is_file = false;
             let mut cold = None;
@@ -294,7 +296,7 @@ impl OutQueue {
                     break;
                 }
                 match item {
-                    Item::Bytes { buf, pos } => bufs[n] = &buf[*pos..],
+                    Item::Bytes { buf, pos } => bufs[n] = IoSlice::new(&buf[*pos..]),
                     Item::Region { root, .. } if root.is_revoked() => return Err(withdrawn()),
                     Item::Region { root, off, len }
                         if io == IoModel::Mmap || *len <= SMALL_REGION =>
@@ -311,7 +313,8 @@ impl OutQueue {
                             break;
                         }
                         // Only the kernel reads these bytes (see Webroot::kernel_bytes).
-                        bufs[n] = root.kernel_bytes(*off, *len).ok_or_else(withdrawn)?;
+                        bufs[n] =
+                            IoSlice::new(root.kernel_bytes(*off, *len).ok_or_else(withdrawn)?);
                     }
                     Item::Region { .. } => {
                         next_is_file = true;
@@ -328,7 +331,7 @@ impl OutQueue {
                 }
                 // No thread can take it: sent from the loop, as the synchronous models do.
                 let body = root.kernel_bytes(off, len).ok_or_else(withdrawn)?;
-                sys::sendv(sock, &[body], false)
+                sys::sendv(sock, &[IoSlice::new(body)], false)
             } else {
                 match self.write_file_front(sock, io, budget) {
                     Some(r) => r,
@@ -437,7 +440,7 @@ impl OutQueue {
             });
         }
         self.items.push_front(Item::Bytes { buf, pos: 0 });
-        sys::sendv(sock, &[self.front_bytes()], false)
+        sys::sendv(sock, &[IoSlice::new(self.front_bytes())], false)
     }
 
     fn front_bytes(&self) -> &[u8] {

@@ -114,24 +114,17 @@ pub fn will_need_range(file: &impl AsRawFd, offset: u64, len: u64) -> io::Result
     Ok(())
 }
 
-/// sendmsg(2) of the given slices (at most 64 are used) with MSG_NOSIGNAL, and MSG_MORE when a
-/// sendfile body follows at once.
-pub fn sendv(sock: &impl AsRawFd, bufs: &[&[u8]], more: bool) -> io::Result<usize> {
-    let mut iov: [libc::iovec; 64] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; 64];
-    let n = bufs.len().min(iov.len());
-    for (v, b) in iov.iter_mut().zip(bufs) {
-        v.iov_base = b.as_ptr() as *mut libc::c_void;
-        v.iov_len = b.len();
-    }
+/// sendmsg(2) of the given slices with MSG_NOSIGNAL, and MSG_MORE when a sendfile body
+/// follows at once.
+pub fn sendv(sock: &impl AsRawFd, bufs: &[std::io::IoSlice<'_>], more: bool) -> io::Result<usize> {
     // SAFETY: a zeroed msghdr is valid (no name, no control data).
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr();
-    msg.msg_iovlen = n;
+    // IoSlice is ABI-compatible with iovec on Unix (its documented guarantee); sendmsg only
+    // reads the array.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len();
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-    // SAFETY: the first `n` iovecs point into live slices borrowed for the call.
+    // SAFETY: the iovecs point into live slices borrowed for the call.
     check(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) })
 }
 

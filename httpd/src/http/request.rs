@@ -202,10 +202,25 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
 }
 
 fn valid_host(h: &[u8]) -> bool {
-    h.len() <= 255
-        && h.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b".-_:[]~!$&'()*+,;=%".contains(&c))
+    h.len() <= 255 && h.iter().all(|&c| HOST_BYTE[usize::from(c)])
 }
+
+/// The bytes a Host value may hold: letters, digits and `.-_:[]~!$&'()*+,;=%`.
+const HOST_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let other = b".-_:[]~!$&'()*+,;=%";
+    let mut i = 0;
+    while i < other.len() {
+        t[other[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// The request line at the front of `buf`, after the empty lines a server ignores there
 /// (RFC 9112 section 2.2), up to its LF (its CR is counted against the limit); None while it
@@ -610,6 +625,15 @@ mod tests {
         assert!(p(&format!("GET /{} HTTP/2", "a".repeat(MAX_REQUEST_LINE))).is_err());
         assert!(matches!(p("GET / HTTP/2"), Ok(None)));
         assert!(matches!(p("GET / HTTP/2."), Ok(None)));
+    }
+
+    #[test]
+    fn host_bytes() {
+        for c in 0..=255u8 {
+            let want = c.is_ascii_alphanumeric() || b".-_:[]~!$&'()*+,;=%".contains(&c);
+            assert_eq!(valid_host(&[b'a', c]), want, "{c:#x}");
+        }
+        assert!(valid_host(b"[::1]:8080") && !valid_host(&[b'a'; 256]));
     }
 
     #[test]
