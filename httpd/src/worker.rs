@@ -70,41 +70,9 @@ impl Worker {
                 .register(l, Token(i), Interest::READABLE)?;
         }
         let limits = shared.limits.clone();
-        let mut st = LoopState {
-            conns: Slab::with_capacity(1024),
-            date: DateCache::default(),
-            clf: String::new(),
-            clf_secs: u64::MAX,
-            table: shared.registry.table(),
-            path_buf: Vec::with_capacity(256),
-            fallback_host: limits
-                .upstream
-                .map(|u| u.addr.to_string())
-                .unwrap_or_default(),
-            up_bufs: Vec::new(),
-            up_scratch: Vec::new(),
-            spare_bufs: Vec::new(),
-            pool: Pool::new(shared.stats.clone()),
-            stats: shared.stats.clone(),
-            nl,
-            ticking: Vec::new(),
-            yielded: Vec::new(),
-            spliced: Vec::new(),
-            retired_recent: Default::default(),
-            retired_held: Vec::new(),
-            probe: vec![0; crate::cold::PROBE_MAX].into_boxed_slice(),
-            reads: shared.cold.as_ref().map(|p| {
-                crate::cold::Reads::new(p.clone(), crate::cold::Done::new(self.waker.clone()))
-            }),
-        };
-        let mut table_gen = shared.registry.generation();
+        let mut st = LoopState::new(nl, &shared, &self.waker);
+        let mut clock = Clock::new(nl, shared.registry.generation());
         let mut events = Events::with_capacity(1024);
-        let mut last_sweep = Instant::now();
-        let mut last_splice_check = Instant::now();
-        let mut drain_deadline: Option<Instant> = None;
-        let mut fresh: Vec<usize> = Vec::new();
-        // Listeners whose accept failed (EMFILE): retried by the sweep.
-        let mut stalled = vec![false; nl];
         loop {
             if let Err(e) = self.poll.poll(&mut events, Some(st.wait())) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -114,90 +82,65 @@ impl Worker {
                 return Err(e);
             }
             let now = Instant::now();
-            st.date.now();
-            if st.date.secs() != st.clf_secs {
-                st.clf_secs = st.date.secs();
-                st.clf = clf_time(st.clf_secs);
-            }
-            let g = shared.registry.generation();
-            if g != table_gen {
-                table_gen = g;
-                st.table = shared.registry.table();
-                st.withdraw(&self.poll, &shared, true);
-            }
+            st.new_turn(&self.poll, &shared, &mut clock);
             let mut woken = false;
             for ev in events.iter() {
                 let t = ev.token();
                 if t == WAKER {
                     woken = true;
-                    continue;
-                }
-                if t.0 < nl {
-                    if drain_deadline.is_none() {
-                        stalled[t.0] = st.accept_and_drive(
+                } else if t.0 < nl {
+                    if clock.drain_deadline.is_none() {
+                        clock.stalled[t.0] = st.accept_and_drive(
                             &mut listeners[t.0],
                             &self.poll,
                             &shared,
                             &limits,
                             now,
-                            &mut fresh,
+                            &mut clock.fresh,
                         );
                     }
-                    continue;
+                } else if let Some((key, ready)) = st.classify(ev) {
+                    st.drive(&self.poll, &shared, &limits, key, now, ready);
                 }
-                let Some((key, ready)) = st.classify(ev) else {
-                    continue;
-                };
-                st.drive(&self.poll, &shared, &limits, key, now, ready);
             }
-            if woken {
-                st.cold_finished(&self.poll, &shared, &limits, now);
-            }
-            let again = std::mem::take(&mut st.yielded);
-            for key in again.into_iter().chain(std::mem::take(&mut st.ticking)) {
-                st.drive(
-                    &self.poll,
-                    &shared,
-                    &limits,
-                    key,
-                    now,
-                    Wake::Event(Event::Tick),
-                );
-            }
-            if !st.spliced.is_empty() && now.duration_since(last_splice_check) >= SPLICE_CHECK {
-                last_splice_check = now;
-                st.check_spliced(&self.poll, &shared, &limits, now);
-            }
-            if shared.stop.load(Ordering::Acquire) && drain_deadline.is_none() {
-                for l in &mut listeners {
-                    let _ = self.poll.registry().deregister(l);
-                }
-                listeners.clear();
-                drain_deadline = Some(now + limits.drain.min(crate::cli::MAX_DURATION));
-            }
-            if now.duration_since(last_sweep) >= Duration::from_millis(250)
-                || drain_deadline.is_some()
-            {
-                last_sweep = now;
-                st.withdraw(&self.poll, &shared, false);
-                for (i, l) in listeners.iter_mut().enumerate() {
-                    if stalled.get(i).copied().unwrap_or(false) {
-                        stalled[i] =
-                            st.accept_and_drive(l, &self.poll, &shared, &limits, now, &mut fresh);
-                    }
-                }
-                st.expire(&self.poll, &shared, &limits, now, drain_deadline.is_some());
-            }
-            if let Some(d) = drain_deadline
-                && (st.conns.is_empty() || now >= d)
-            {
-                // Past the deadline: what is still open is closed (and logged) now.
-                let left: Vec<usize> = st.conns.iter().map(|(k, _)| k).collect();
-                for k in left {
-                    st.close(&self.poll, k, &shared);
-                }
+            st.after_events(&self.poll, &shared, &limits, now, woken, &mut clock);
+            if st.housekeeping(
+                &self.poll,
+                &shared,
+                &limits,
+                now,
+                &mut listeners,
+                &mut clock,
+            ) {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// A worker's timers and the listeners' state, between turns of its loop.
+struct Clock {
+    table_gen: u64,
+    last_sweep: Instant,
+    last_splice_check: Instant,
+    /// Set when the stop began: the listeners are closed and connections end by then.
+    drain_deadline: Option<Instant>,
+    /// Listeners whose accept failed (EMFILE): retried by the sweep.
+    stalled: Vec<bool>,
+    /// Connections accepted in this turn (reused by `accept_and_drive`).
+    fresh: Vec<usize>,
+}
+
+impl Clock {
+    fn new(listeners: usize, table_gen: u64) -> Clock {
+        let now = Instant::now();
+        Clock {
+            table_gen,
+            last_sweep: now,
+            last_splice_check: now,
+            drain_deadline: None,
+            stalled: vec![false; listeners],
+            fresh: Vec::new(),
         }
     }
 }
@@ -247,6 +190,122 @@ struct LoopState {
 }
 
 impl LoopState {
+    fn new(nl: usize, shared: &Shared, waker: &Arc<Waker>) -> LoopState {
+        LoopState {
+            conns: Slab::with_capacity(1024),
+            date: DateCache::default(),
+            clf: String::new(),
+            clf_secs: u64::MAX,
+            table: shared.registry.table(),
+            path_buf: Vec::with_capacity(256),
+            fallback_host: shared
+                .limits
+                .upstream
+                .map(|u| u.addr.to_string())
+                .unwrap_or_default(),
+            up_bufs: Vec::new(),
+            up_scratch: Vec::new(),
+            spare_bufs: Vec::new(),
+            pool: Pool::new(shared.stats.clone()),
+            stats: shared.stats.clone(),
+            nl,
+            ticking: Vec::new(),
+            yielded: Vec::new(),
+            spliced: Vec::new(),
+            retired_recent: Default::default(),
+            retired_held: Vec::new(),
+            probe: vec![0; crate::cold::PROBE_MAX].into_boxed_slice(),
+            reads: shared
+                .cold
+                .as_ref()
+                .map(|p| crate::cold::Reads::new(p.clone(), crate::cold::Done::new(waker.clone()))),
+        }
+    }
+
+    /// At each wakeup: the clock for Date and the access log, and the host table if it changed.
+    fn new_turn(&mut self, poll: &Poll, shared: &Shared, clock: &mut Clock) {
+        self.date.now();
+        if self.date.secs() != self.clf_secs {
+            self.clf_secs = self.date.secs();
+            self.clf = clf_time(self.clf_secs);
+        }
+        let g = shared.registry.generation();
+        if g != clock.table_gen {
+            clock.table_gen = g;
+            self.table = shared.registry.table();
+            self.withdraw(poll, shared, true);
+        }
+    }
+
+    /// After the events: finished cold reads, connections driven again (yielded, or
+    /// draining a spliced tunnel), and the spliced tunnels' check when it is due.
+    fn after_events(
+        &mut self,
+        poll: &Poll,
+        shared: &Shared,
+        limits: &Limits,
+        now: Instant,
+        woken: bool,
+        clock: &mut Clock,
+    ) {
+        if woken {
+            self.cold_finished(poll, shared, limits, now);
+        }
+        let again = std::mem::take(&mut self.yielded);
+        for key in again.into_iter().chain(std::mem::take(&mut self.ticking)) {
+            self.drive(poll, shared, limits, key, now, Wake::Event(Event::Tick));
+        }
+        if !self.spliced.is_empty() && now.duration_since(clock.last_splice_check) >= SPLICE_CHECK {
+            clock.last_splice_check = now;
+            self.check_spliced(poll, shared, limits, now);
+        }
+    }
+
+    /// The stop (listeners closed, the drain deadline set), the sweep every 250 ms (withdrawn
+    /// webroots, stalled listeners, timeouts), and the end of the drain: true when the worker
+    /// is done.
+    fn housekeeping(
+        &mut self,
+        poll: &Poll,
+        shared: &Shared,
+        limits: &Limits,
+        now: Instant,
+        listeners: &mut Vec<TcpListener>,
+        clock: &mut Clock,
+    ) -> bool {
+        if shared.stop.load(Ordering::Acquire) && clock.drain_deadline.is_none() {
+            for l in listeners.iter_mut() {
+                let _ = poll.registry().deregister(l);
+            }
+            listeners.clear();
+            clock.drain_deadline = Some(now + limits.drain.min(crate::cli::MAX_DURATION));
+        }
+        if now.duration_since(clock.last_sweep) >= Duration::from_millis(250)
+            || clock.drain_deadline.is_some()
+        {
+            clock.last_sweep = now;
+            self.withdraw(poll, shared, false);
+            for (i, l) in listeners.iter_mut().enumerate() {
+                if clock.stalled.get(i).copied().unwrap_or(false) {
+                    clock.stalled[i] =
+                        self.accept_and_drive(l, poll, shared, limits, now, &mut clock.fresh);
+                }
+            }
+            self.expire(poll, shared, limits, now, clock.drain_deadline.is_some());
+        }
+        if let Some(d) = clock.drain_deadline
+            && (self.conns.is_empty() || now >= d)
+        {
+            // Past the deadline: what is still open is closed (and logged) now.
+            let left: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for k in left {
+                self.close(poll, k, shared);
+            }
+            return true;
+        }
+        false
+    }
+
     /// How long the poll may wait: not at all when connections yielded; a millisecond while a
     /// spliced tunnel drains after a FIN (the kernel sends no event when its queue empties);
     /// a few while tunnels are spliced; else half a second (the sweep).

@@ -26,7 +26,7 @@ use super::{CLIENT_HIGH, LogFields, READ_CHUNK};
 use crate::http::proxy;
 use crate::out::OutQueue;
 use crate::stats::Stats;
-use crate::sys;
+use crate::sys::{self, TcpCounters};
 
 use super::UP_BUF;
 /// Checks of a draining spliced tunnel at every turn of the loop before the sweep takes over.
@@ -319,19 +319,9 @@ impl Tunnel {
         if self.kernel.is_none() {
             return TunnelStep::Open;
         }
-        let failed = |e: std::io::Error| TunnelStep::Failed(ProxyError::upstream_io(&e));
-        for s in [client.sock, &self.up.sock] {
-            match s.take_error() {
-                Ok(None) => {}
-                Ok(Some(e)) | Err(e) => return failed(e),
-            }
-        }
-        let (c, u) = match (
-            sys::tcp_counters(client.sock),
-            sys::tcp_counters(&self.up.sock),
-        ) {
-            (Ok(c), Ok(u)) => (c, u),
-            (Err(e), _) | (_, Err(e)) => return failed(e),
+        let (c, u) = match self.counters(client) {
+            Ok(both) => both,
+            Err(e) => return TunnelStep::Failed(ProxyError::upstream_io(&e)),
         };
         let Some(k) = self.kernel.as_mut() else {
             return TunnelStep::Open;
@@ -395,6 +385,19 @@ impl Tunnel {
             return TunnelStep::Closed { bytes: self.bytes };
         }
         TunnelStep::Open
+    }
+
+    /// Both sockets' byte counters (client, upstream), or the error either socket has.
+    fn counters(&self, client: &ClientEnd<'_>) -> std::io::Result<(TcpCounters, TcpCounters)> {
+        for s in [client.sock, &self.up.sock] {
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+        }
+        Ok((
+            sys::tcp_counters(client.sock)?,
+            sys::tcp_counters(&self.up.sock)?,
+        ))
     }
 
     /// Whether bytes moved through the tunnel in the kernel since the last call, and whether
