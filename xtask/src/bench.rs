@@ -45,6 +45,8 @@ pub(crate) struct Measure {
     pub(crate) p99_us: f64,
     pub(crate) seconds: f64,
     pub(crate) cpu_us: f64,
+    /// The user-mode part of `cpu_us`.
+    pub(crate) user_us: f64,
 }
 
 impl Measure {
@@ -56,6 +58,9 @@ impl Measure {
     }
     fn cpu_per_req(&self) -> f64 {
         self.cpu_us / self.requests.max(1) as f64
+    }
+    fn user_per_req(&self) -> f64 {
+        self.user_us / self.requests.max(1) as f64
     }
 }
 
@@ -167,14 +172,23 @@ pub(crate) fn clock_ticks_per_sec() -> f64 {
 }
 
 pub(crate) fn cpu_ticks(pids: &[u32]) -> u64 {
+    let (user, system) = cpu_split(pids);
+    user + system
+}
+
+/// User and system clock ticks of `pids` (utime and stime of /proc/PID/stat).
+pub(crate) fn cpu_split(pids: &[u32]) -> (u64, u64) {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|s| {
             let rest = s.rsplit_once(')')?.1;
             let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            Some((
+                f.get(11)?.parse::<u64>().ok()?,
+                f.get(12)?.parse::<u64>().ok()?,
+            ))
         })
-        .sum()
+        .fold((0, 0), |(u, s), (a, b)| (u + a, s + b))
 }
 
 pub(crate) fn pids_of(root: u32) -> Vec<u32> {
@@ -201,7 +215,7 @@ pub(crate) fn run_wrk(
 ) -> Result<Measure> {
     let pids = pids_of(server);
     let hz = clock_ticks_per_sec();
-    let before = cpu_ticks(&pids);
+    let before = cpu_split(&pids);
     let started = Instant::now();
     let out = Command::new("taskset")
         .args(["-c", "1", "wrk", "-t1"])
@@ -213,7 +227,9 @@ pub(crate) fn run_wrk(
         .output()
         .context("run wrk")?;
     let _elapsed = started.elapsed();
-    let cpu = (cpu_ticks(&pids) - before) as f64 / hz * 1e6;
+    let after = cpu_split(&pids);
+    let user = after.0.saturating_sub(before.0) as f64 / hz * 1e6;
+    let cpu = user + after.1.saturating_sub(before.1) as f64 / hz * 1e6;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -226,6 +242,7 @@ pub(crate) fn run_wrk(
         })?;
     let mut m = Measure {
         cpu_us: cpu,
+        user_us: user,
         ..Measure::default()
     };
     let mut duration_us = 0f64;
@@ -306,6 +323,25 @@ pub(crate) fn start_httpd(
     let s = Server(child);
     wait_port(HTTPD_PORT)?;
     Ok(s)
+}
+
+/// A scenario's figures: httpd, nginx, and the floor proxy where it ran.
+type Row = (&'static str, Measure, Measure, Option<Measure>);
+
+/// The floor proxy (`tests/src/bin/floor_proxy.rs`) on httpd's port, pinned like the servers.
+fn run_floor(bin: &Path, s: &Scenario, script: &Path, seconds: u32) -> Result<Measure> {
+    let child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin.join("floor_proxy"))
+        .arg(format!("127.0.0.1:{HTTPD_PORT}"))
+        .arg(format!("127.0.0.1:{BACKEND_PORT}"))
+        .spawn()
+        .context("start floor_proxy")?;
+    let srv = Server(child);
+    wait_port(HTTPD_PORT)?;
+    let pid = srv.0.id();
+    run_wrk(HTTPD_PORT, s, script, 1, pid)?;
+    run_wrk(HTTPD_PORT, s, script, seconds, pid)
 }
 
 /// What an nginx instance of the benchmark does.
@@ -574,15 +610,30 @@ pub fn bench(
             run_wrk(NGINX_PORT, s, &script, 1, srv_pid)?;
             run_wrk(NGINX_PORT, s, &script, seconds, srv_pid)?
         };
+        // The small forwarded response also through the floor proxy (bytes copied, nothing
+        // else), for user time against what a proxy cannot go below.
+        let floor = if s.upstream && !s.ebpf && s.name.starts_with("forwarded small") {
+            Some(run_floor(&bin, s, &script, seconds)?)
+        } else {
+            None
+        };
         eprintln!(
-            "xtask bench: {}: httpd {:.0} req/s {:.1} us/req, nginx {:.0} req/s {:.1} us/req",
+            "xtask bench: {}: httpd {:.0} req/s {:.1} us/req ({:.2} user), nginx {:.0} req/s {:.1} us/req ({:.2} user){}",
             s.name,
             h.rps(),
             h.cpu_per_req(),
+            h.user_per_req(),
             n.rps(),
-            n.cpu_per_req()
+            n.cpu_per_req(),
+            n.user_per_req(),
+            floor.as_ref().map_or(String::new(), |f| format!(
+                ", floor proxy {:.0} req/s {:.1} us/req ({:.2} user)",
+                f.rps(),
+                f.cpu_per_req(),
+                f.user_per_req()
+            ))
         );
-        rows.push((s.name, h, n));
+        rows.push((s.name, h, n, floor));
     }
     let mut md = String::new();
     let _ = writeln!(
@@ -611,7 +662,7 @@ pub fn bench(
     }
     let errors: u64 = rows
         .iter()
-        .map(|(_, h, n)| h.errors + n.errors)
+        .map(|(_, h, n, f)| h.errors + n.errors + f.as_ref().map_or(0, |f| f.errors))
         .sum::<u64>()
         + cold.errors();
     if errors > 0 {
@@ -621,22 +672,24 @@ pub fn bench(
 }
 
 /// The httpd-against-nginx table and its ratios.
-fn server_tables(rows: &[(&str, Measure, Measure)], md: &mut String) {
+fn server_tables(rows: &[Row], md: &mut String) {
     let _ = writeln!(
         md,
-        "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | CPU us/req | errors |"
+        "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | CPU us/req | user us/req | errors |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
-    for (name, h, n) in rows {
-        for (who, m) in [("httpd", h), ("nginx", n)] {
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, h, n, floor) in rows {
+        let floor = floor.as_ref().map(|f| ("floor proxy", f));
+        for (who, m) in [("httpd", h), ("nginx", n)].into_iter().chain(floor) {
             let _ = writeln!(
                 md,
-                "| {name} | {who} | {:.0} | {:.1} | {:.3} | {:.3} | {:.1} | {} |",
+                "| {name} | {who} | {:.0} | {:.1} | {:.3} | {:.3} | {:.1} | {:.2} | {} |",
                 m.rps(),
                 m.mibs(),
                 m.p50_us / 1000.0,
                 m.p99_us / 1000.0,
                 m.cpu_per_req(),
+                m.user_per_req(),
                 m.errors
             );
         }
@@ -650,7 +703,7 @@ fn server_tables(rows: &[(&str, Measure, Measure)], md: &mut String) {
         "| scenario | CPU/req ratio | req/s ratio | MiB/s ratio | p99 ratio |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
-    for (name, h, n) in rows {
+    for (name, h, n, _) in rows {
         let _ = writeln!(
             md,
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} |",
