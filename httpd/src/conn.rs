@@ -25,8 +25,8 @@ use crate::answer::{self, Answered};
 use crate::forward::exchange::Turn;
 use crate::forward::tunnel::{ClientEnd, Offer};
 use crate::forward::{
-    Exchange, LogFields, Progress, ProxyError, Request, SpliceHealth, Tunnel, TunnelStep, UpCtx,
-    UpReady,
+    Exchange, LogFields, Progress, ProxyError, Request, Slot, SpliceHealth, Tunnel, TunnelStep,
+    UpCtx, UpReady,
 };
 use crate::http::exchange::ClientRequest;
 use crate::http::proxy;
@@ -112,17 +112,22 @@ pub struct WorkerCtx<'a> {
     pub up: Option<UpCtx<'a>>,
 }
 
+/// Where the parts of a finished exchange or tunnel go back to: its upstream connection, its
+/// small buffers, its box.
+struct Spare<'a> {
+    pool: &'a mut crate::forward::Pool,
+    registry: &'a Registry,
+    bufs: &'a mut Vec<Vec<u8>>,
+    slots: &'a mut crate::forward::Slots,
+}
+
 /// What the connection is doing.
-#[allow(clippy::large_enum_variant)] // Forwarding inline on purpose: see there.
 enum Phase {
     /// Reading request heads: answering them here (static hits, errors) or starting an
     /// exchange.
     Requests,
     /// An exchange with the upstream is in progress; no later request is parsed meanwhile.
-    /// Held inline (384 bytes): a box per exchange cost 5% of a forwarded request's user
-    /// time (the allocation, and its memory cold at every visit); every connection is that
-    /// much larger instead.
-    Forwarding(Exchange),
+    Forwarding(Box<Slot>),
     /// An upgraded connection: bytes both ways until both sides close.
     Tunnel(Box<Tunnel>),
     /// Close once the output queue is empty.
@@ -315,7 +320,7 @@ impl Conn {
 
     fn exchange(&self) -> Option<&Exchange> {
         match &self.phase {
-            Phase::Forwarding(x) => Some(x),
+            Phase::Forwarding(x) => x.get(),
             _ => None,
         }
     }
@@ -371,7 +376,11 @@ impl Conn {
             Event::Upstream(r) => {
                 self.last_active = ctx.now;
                 match &mut self.phase {
-                    Phase::Forwarding(x) => x.ready(r),
+                    Phase::Forwarding(x) => {
+                        if let Some(x) = x.get_mut() {
+                            x.ready(r);
+                        }
+                    }
                     Phase::Tunnel(t) => t.ready(r),
                     _ => {}
                 }
@@ -733,7 +742,7 @@ impl Conn {
         match Exchange::start(req, up) {
             Ok(x) => {
                 self.start += len;
-                self.phase = Phase::Forwarding(x);
+                self.phase = Phase::Forwarding(Slot::holding(x, up.slots));
             }
             Err(e) => {
                 ctx.stats.proxy_failed(e.class());
@@ -827,7 +836,10 @@ impl Conn {
         let Some(up) = ctx.up.as_mut() else {
             return Round::Close;
         };
-        let Phase::Forwarding(x) = &mut self.phase else {
+        let Phase::Forwarding(slot) = &mut self.phase else {
+            return Round::Still;
+        };
+        let Some(x) = slot.get_mut() else {
             return Round::Still;
         };
         let mut consumed = 0;
@@ -846,7 +858,9 @@ impl Conn {
             Progress::Waiting if consumed > 0 => Round::Moved,
             Progress::Waiting => Round::Still,
             Progress::Upgraded => {
-                if let Phase::Forwarding(x) = std::mem::replace(&mut self.phase, Phase::Requests) {
+                if let Phase::Forwarding(slot) = std::mem::replace(&mut self.phase, Phase::Requests)
+                    && let Some(x) = slot.release(up.slots)
+                {
                     self.phase = Phase::Tunnel(Box::new(x.into_tunnel()));
                 }
                 Round::Moved
@@ -914,7 +928,13 @@ impl Conn {
     /// (502, 504, 400), else the connection closes after what was sent (the truncation shows).
     /// Logged once here, counted by class.
     fn fail_exchange(&mut self, ctx: &mut WorkerCtx<'_>, e: ProxyError) {
-        let Phase::Forwarding(x) = std::mem::replace(&mut self.phase, Phase::Requests) else {
+        let Phase::Forwarding(slot) = std::mem::replace(&mut self.phase, Phase::Requests) else {
+            return;
+        };
+        let Some(up) = ctx.up.as_mut() else {
+            return;
+        };
+        let Some(x) = slot.release(up.slots) else {
             return;
         };
         ctx.stats.proxy_failed(e.class());
@@ -931,9 +951,7 @@ impl Conn {
             answer::gateway_error(e.status(), ctx.date, false, x.log.minor, &mut self.out)
         };
         self.log_exchange(&x.log, &a, ctx.stats, ctx.clf_time);
-        if let Some(up) = ctx.up.as_mut() {
-            x.finish(up.pool, up.registry, up.bufs);
-        }
+        x.finish(up.pool, up.registry, up.bufs);
         self.close_after(!sent);
     }
 
@@ -942,16 +960,13 @@ impl Conn {
     fn end_forwarding(&mut self, ctx: &mut WorkerCtx<'_>, a: Option<Answered>) {
         match ctx.up.as_mut() {
             Some(up) => {
-                let (pool, registry, bufs) = (&mut *up.pool, up.registry, &mut *up.bufs);
-                self.settle(
-                    Phase::Requests,
-                    a,
-                    ctx.stats,
-                    ctx.clf_time,
-                    pool,
-                    registry,
-                    bufs,
-                );
+                let spare = Spare {
+                    pool: &mut *up.pool,
+                    registry: up.registry,
+                    bufs: &mut *up.bufs,
+                    slots: &mut *up.slots,
+                };
+                self.settle(Phase::Requests, a, ctx.stats, ctx.clf_time, spare);
             }
             None => self.phase = Phase::Requests,
         }
@@ -966,26 +981,39 @@ impl Conn {
         pool: &mut crate::forward::Pool,
         registry: &Registry,
         bufs: &mut Vec<Vec<u8>>,
+        slots: &mut crate::forward::Slots,
     ) {
-        self.settle(Phase::Closing, None, stats, clf_time, pool, registry, bufs);
+        let spare = Spare {
+            pool,
+            registry,
+            bufs,
+            slots,
+        };
+        self.settle(Phase::Closing, None, stats, clf_time, spare);
     }
 
     /// Ends the exchange or tunnel in progress (any other phase is left as it is): logged
     /// with `a`, or with what was sent so far, and its upstream connection pooled or closed;
     /// the connection goes on in `next`.
-    #[allow(clippy::too_many_arguments)]
     fn settle(
         &mut self,
         next: Phase,
         a: Option<Answered>,
         stats: &crate::stats::Stats,
         clf_time: &str,
-        pool: &mut crate::forward::Pool,
-        registry: &Registry,
-        bufs: &mut Vec<Vec<u8>>,
+        spare: Spare<'_>,
     ) {
+        let Spare {
+            pool,
+            registry,
+            bufs,
+            slots,
+        } = spare;
         match std::mem::replace(&mut self.phase, next) {
-            Phase::Forwarding(x) => {
+            Phase::Forwarding(slot) => {
+                let Some(x) = slot.release(slots) else {
+                    return;
+                };
                 let a = a.unwrap_or_else(|| {
                     let (status, bytes) = x.outcome();
                     Answered {

@@ -167,6 +167,8 @@ struct LoopState {
     up_bufs: Vec<Vec<u8>>,
     /// The upstream read buffer (see `UpCtx::scratch`).
     up_scratch: Vec<u8>,
+    /// Boxes of finished exchanges (see `forward::Slot`).
+    slots: crate::forward::Slots,
     /// Read buffers given back by idle connections (`Conn::rest`).
     spare_bufs: Vec<Vec<u8>>,
     pool: Pool,
@@ -205,6 +207,7 @@ impl LoopState {
                 .unwrap_or_default(),
             up_bufs: Vec::new(),
             up_scratch: Vec::new(),
+            slots: Default::default(),
             spare_bufs: Vec::new(),
             pool: Pool::new(shared.stats.clone()),
             stats: shared.stats.clone(),
@@ -440,6 +443,7 @@ impl LoopState {
                 pool: &mut self.pool,
                 bufs: &mut self.up_bufs,
                 scratch: &mut self.up_scratch,
+                slots: &mut self.slots,
                 splicer: shared.splicer.as_ref(),
             }),
         };
@@ -612,6 +616,7 @@ impl LoopState {
                 &mut self.pool,
                 poll.registry(),
                 &mut self.up_bufs,
+                &mut self.slots,
             );
         }
     }

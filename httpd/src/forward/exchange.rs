@@ -33,6 +33,8 @@ pub struct UpCtx<'a> {
     /// The worker's upstream read buffer (`READ_CHUNK`): a response that arrives whole is
     /// interpreted there and never copied into a buffer of the exchange.
     pub scratch: &'a mut Vec<u8>,
+    /// Boxes of finished exchanges, for the next ones (see [`Slot`]).
+    pub slots: &'a mut Slots,
     /// The kernel tunnel splice, when on.
     pub splicer: Option<&'a Arc<Splicer>>,
 }
@@ -85,6 +87,46 @@ pub struct Exchange {
     /// Something of the response went to the client.
     sent_client: bool,
     pub log: LogFields,
+}
+
+/// The box an exchange lives in while its connection forwards. A worker keeps the boxes of
+/// finished exchanges for the next ones: an exchange costs no allocation, and the memory it
+/// lands in was used a moment ago (a box per exchange cost 5% of a forwarded request's user
+/// time). Idle connections hold none.
+pub struct Slot(Option<Exchange>);
+
+/// Boxes kept per worker.
+const SPARE_SLOTS: usize = 256;
+
+/// A worker's kept boxes (boxed on purpose: a box moves between a connection and this list).
+#[derive(Default)]
+#[allow(clippy::vec_box)]
+pub struct Slots(Vec<Box<Slot>>);
+
+impl Slot {
+    /// `x` in a kept box, or a new one.
+    pub fn holding(x: Exchange, spare: &mut Slots) -> Box<Slot> {
+        let mut slot = spare.0.pop().unwrap_or_else(|| Box::new(Slot(None)));
+        slot.0 = Some(x);
+        slot
+    }
+
+    pub fn get(&self) -> Option<&Exchange> {
+        self.0.as_ref()
+    }
+
+    pub fn get_mut(&mut self) -> Option<&mut Exchange> {
+        self.0.as_mut()
+    }
+
+    /// The exchange, its box kept for the next one.
+    pub fn release(mut self: Box<Self>, spare: &mut Slots) -> Option<Exchange> {
+        let x = self.0.take();
+        if spare.0.len() < SPARE_SLOTS {
+            spare.0.push(self);
+        }
+        x
+    }
 }
 
 /// What a read of the upstream gave the turn.

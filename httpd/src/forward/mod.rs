@@ -26,7 +26,7 @@ pub mod upsock;
 
 pub use error::{ErrorClass, ProxyError, Side};
 pub(crate) use exchange::recycle;
-pub use exchange::{Exchange, Progress, Request, UpCtx};
+pub use exchange::{Exchange, Progress, Request, Slot, Slots, UpCtx};
 pub use pool::{Pool, UP_TOKEN_BASE, UpEvent};
 pub use tunnel::{SpliceHealth, Tunnel, TunnelStep};
 pub use upsock::UpReady;
