@@ -460,26 +460,9 @@ pub fn tunnel_sizes() -> [usize; 4] {
 /// sends `payload` bytes, shuts its write side and must get every byte echoed before the
 /// close; otherwise (`/ws?send=N`) the app sends N bytes and closes first. Every byte checked.
 pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    c.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut r = BufReader::new(c.try_clone().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 101"), "{line}");
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-    }
+    let (c, head) = open_tunnel(addr, path, Duration::from_secs(30));
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let mut r = &c;
     let data: Vec<u8> = (0..payload).map(|i| (i * 7 % 256) as u8).collect();
     if client_closes {
         let writer = {
@@ -508,6 +491,28 @@ pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
         assert_eq!(got.len(), payload, "every byte before the upstream's close");
         assert!(got == want);
     }
+}
+
+/// Asks the test app for an upgrade to `path` (`/ws`: an echo, `/ws?send=N`: N bytes then
+/// close): the connection (reads time out after `timeout`) and the response head, read byte
+/// by byte so that nothing after it is consumed.
+pub fn open_tunnel(addr: SocketAddr, path: &str, timeout: Duration) -> (TcpStream, Vec<u8>) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(timeout)).unwrap();
+    c.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    (c, head)
 }
 
 /// Disk reads of the processes added to it throttled with a cgroup (v1 blkio, mounted here;

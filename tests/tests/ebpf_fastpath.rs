@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tests::{
-    App, Httpd, Raw, ci, is_root, mkroot, request, scaled, tunnel, tunnel_sizes, write_tree,
+    App, Httpd, Raw, ci, is_root, mkroot, open_tunnel, request, scaled, tunnel, tunnel_sizes,
+    write_tree,
 };
 
 /// One attached httpd at a time (the programs attach to the cgroup in exclusive mode).
@@ -353,18 +354,7 @@ fn spliced_tunnel_whose_reader_stops_is_closed() {
     else {
         return;
     };
-    let mut c = TcpStream::connect(f.h.addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(c.read(&mut b).unwrap(), 1);
-        head.push(b[0]);
-    }
+    let (mut c, head) = open_tunnel(f.h.addr, "/ws", Duration::from_secs(20));
     assert!(head.starts_with(b"HTTP/1.1 101"));
     // Spliced now. Send up to 8 GiB to the echo and read nothing. Redirected segments are
     // charged to no socket (no backpressure), so unchecked the kernel would queue the whole
@@ -628,18 +618,7 @@ fn spliced_echoes_are_exact_or_reset() {
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 256) as u8).collect();
     let mut resets = 0;
     for i in 0..n {
-        let mut c = TcpStream::connect(f.h.addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        c.write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            c.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
+        let (mut c, head) = open_tunnel(f.h.addr, "/ws", Duration::from_secs(30));
         assert!(head.starts_with(b"HTTP/1.1 101"), "echo {i}");
         let writer = {
             let mut w = c.try_clone().unwrap();

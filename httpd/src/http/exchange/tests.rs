@@ -12,6 +12,14 @@ fn codec(r: ClientRequest) -> impl Fn() -> Codec {
     move || Codec::new(r)
 }
 
+/// A body-less HTTP/1.0 request.
+fn http10() -> ClientRequest {
+    ClientRequest {
+        minor: 0,
+        ..client(Framing::None)
+    }
+}
+
 fn client(framing: Framing) -> ClientRequest {
     ClientRequest {
         framing,
@@ -95,14 +103,7 @@ fn chunked_body_passed_on_or_dechunked() {
     assert!(c.is_done() && c.reusable() && !c.close_client());
     assert!(text(&out).ends_with("chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"));
     // An HTTP/1.0 client gets the data, delimited by the close.
-    let (c, out) = every_split(
-        codec(ClientRequest {
-            minor: 0,
-            ..client(Framing::None)
-        }),
-        resp,
-        false,
-    );
+    let (c, out) = every_split(codec(http10()), resp, false);
     assert!(c.is_done() && c.close_client());
     assert_eq!(c.bytes(), 5);
     let s = text(&out);
@@ -155,14 +156,7 @@ fn interim_responses_relayed_to_http11_only() {
         s.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n"),
         "{s}"
     );
-    let (_, out) = every_split(
-        codec(ClientRequest {
-            minor: 0,
-            ..client(Framing::None)
-        }),
-        resp,
-        false,
-    );
+    let (_, out) = every_split(codec(http10()), resp, false);
     assert!(text(&out).starts_with("HTTP/1.1 200 OK\r\n"));
 }
 
