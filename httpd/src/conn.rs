@@ -737,7 +737,8 @@ impl Conn {
             up.bufs.pop().unwrap_or_default(),
             up.bufs.pop().unwrap_or_default(),
         );
-        let req = self.forward_request(head, raw, host.cloned(), up.fallback_host, bufs);
+        let meta = host.map(|h| h.meta.clone());
+        let req = self.forward_request(head, raw, meta, up.fallback_host, bufs);
         let len = head.len;
         match Exchange::start(req, up) {
             Ok(x) => {
@@ -800,7 +801,7 @@ impl Conn {
         &self,
         head: &Head<'_>,
         raw: &[u8],
-        host: Option<std::sync::Arc<crate::vhosts::Host>>,
+        host: Option<std::sync::Arc<crate::vhosts::HostMeta>>,
         fallback_host: &str,
         (mut up_head, log): (Vec<u8>, Vec<u8>),
     ) -> Request {
@@ -928,10 +929,13 @@ impl Conn {
     /// (502, 504, 400), else the connection closes after what was sent (the truncation shows).
     /// Logged once here, counted by class.
     fn fail_exchange(&mut self, ctx: &mut WorkerCtx<'_>, e: ProxyError) {
-        let Phase::Forwarding(slot) = std::mem::replace(&mut self.phase, Phase::Requests) else {
+        let Some(up) = ctx.up.as_mut() else {
             return;
         };
-        let Some(up) = ctx.up.as_mut() else {
+        if !matches!(self.phase, Phase::Forwarding(_)) {
+            return;
+        }
+        let Phase::Forwarding(slot) = std::mem::replace(&mut self.phase, Phase::Requests) else {
             return;
         };
         let Some(x) = slot.release(up.slots) else {

@@ -69,18 +69,33 @@ impl HostSettings {
 
 /// One served host.
 pub struct Host {
-    pub name: String,
+    /// What the host is apart from its webroot (also what a forwarded exchange keeps: never
+    /// the webroot, whose mapping and lease must go when it is replaced or withdrawn).
+    pub meta: Arc<HostMeta>,
     /// None while its webroot file is being written in place: the old one was withdrawn and
     /// no valid new one is there yet (static requests get 503).
     pub root: Option<Arc<Webroot>>,
     /// Incremented each time this host's webroot is replaced.
     pub generation: u64,
     pub loaded_at: SystemTime,
+}
+
+/// A host's name, log, counters and settings: what outlives a replacement of its webroot.
+pub struct HostMeta {
+    pub name: String,
     pub log: Option<Arc<crate::accesslog::HostLogs>>,
     /// Counters of this host name (kept across replacements).
     pub stats: Arc<crate::stats::HostStats>,
     /// Settings from the configuration file (`[hosts."name"]`).
     pub settings: Arc<HostSettings>,
+}
+
+impl std::ops::Deref for Host {
+    type Target = HostMeta;
+
+    fn deref(&self) -> &HostMeta {
+        &self.meta
+    }
 }
 
 impl Host {
@@ -95,13 +110,10 @@ impl Host {
     /// The same host with another webroot (or none).
     fn with_root(&self, root: Option<Arc<Webroot>>) -> Host {
         Host {
-            name: self.name.clone(),
+            meta: self.meta.clone(),
             root,
             generation: self.generation,
             loaded_at: self.loaded_at,
-            log: self.log.clone(),
-            stats: self.stats.clone(),
-            settings: self.settings.clone(),
         }
     }
 }
@@ -423,13 +435,15 @@ impl Registry {
                     let stats = st.stats.entry(name.clone()).or_default().clone();
                     let settings = self.settings_for(&name);
                     let host = Arc::new(Host {
-                        stats,
-                        settings,
-                        name: name.clone(),
+                        meta: Arc::new(HostMeta {
+                            stats,
+                            settings,
+                            name: name.clone(),
+                            log,
+                        }),
                         root: Some(Arc::new(root)),
                         generation: st.next_generation,
                         loaded_at: SystemTime::now(),
-                        log,
                     });
                     tracing::info!(
                         "vhost {name}: loaded {} ({} objects)",
@@ -504,7 +518,12 @@ impl Registry {
                 if *e.host.settings != *settings {
                     let h = &e.host;
                     let mut host = h.with_root(h.root.clone());
-                    host.settings = settings;
+                    host.meta = Arc::new(HostMeta {
+                        name: h.name.clone(),
+                        log: h.log.clone(),
+                        stats: h.stats.clone(),
+                        settings,
+                    });
                     e.host = Arc::new(host);
                 }
             }

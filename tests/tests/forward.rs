@@ -293,7 +293,7 @@ fn upstream_failures_give_502_504_and_recovery() {
         request(h.addr, "GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n").status,
         504
     );
-    for k in [0, 1, 2, 3, 5] {
+    for k in [0, 1, 2, 3, 5, 6] {
         let r = request(
             h.addr,
             &format!("GET /badresp?k={k} HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -309,6 +309,15 @@ fn upstream_failures_give_502_504_and_recovery() {
         &h.url("/die-mid?bytes=100000"),
     ]);
     assert_eq!(o.status.code(), Some(18), "curl reports a partial transfer");
+    // An interim response, then the upstream closes: the client gets the 103 and then a 502
+    // (a final response may follow a 1xx), not a bare close.
+    let mut s = std::net::TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /badresp?k=7 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    assert_eq!(tests::read_response(&mut r, false).unwrap().status, 103);
+    assert_eq!(tests::read_response(&mut r, false).unwrap().status, 502);
     // A chunked response cut by a bad chunk: the client connection is closed, not completed.
     let o = curl(&["-o", "/dev/null", &h.url("/badresp?k=4")]);
     assert_ne!(o.status.code(), Some(0));

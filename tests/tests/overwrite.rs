@@ -559,3 +559,57 @@ fn closed_connections_do_not_hold_the_lease() {
     serves(&h, "w.test", Some(&b), 0);
     assert!(alive(&h));
 }
+
+/// A forwarded exchange waiting on the upstream and a tunnel open on a host must not hold its
+/// webroot's lease either: they keep the host's name, log and counters, never its webroot, so
+/// a writer's open goes through at once, not after the kernel's lease-break-time (45 s); the
+/// tunnel goes on.
+#[test]
+fn forwarded_exchanges_and_tunnels_do_not_hold_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = version(dir.path(), "a", 1, BIG, SMALL);
+    let b = version(dir.path(), "b", 2, BIG, SMALL);
+    let vhosts = dir.path().join("vhosts");
+    std::fs::create_dir(&vhosts).unwrap();
+    let entry = vhosts.join("w.test");
+    std::fs::copy(&a.file, &entry).unwrap();
+    let app = tests::App::start(None);
+    let upstream = app.addr.to_string();
+    let h = Httpd::start(&vhosts, &["--upstream", &upstream]);
+    serves(&h, "w.test", Some(&a), 0);
+    let ask = |req: &str| {
+        let mut s = TcpStream::connect(h.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        s
+    };
+    // A tunnel (its 101 read), and an exchange the upstream answers in 3 s.
+    let mut tunnel = ask(
+        "GET /ws HTTP/1.1\r\nHost: w.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tunnel.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let slow = ask("GET /slow?ms=3000 HTTP/1.1\r\nHost: w.test\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    rewrite_in_place(&b.file, &entry);
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_secs(20),
+        "the writer waited {waited:?}: an open exchange or tunnel held the lease"
+    );
+    serves(&h, "w.test", Some(&b), 0);
+    // Both go on: the tunnel echoes, the exchange is answered.
+    tunnel.write_all(b"still here").unwrap();
+    let mut echo = [0u8; 10];
+    tunnel.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still here");
+    let resp = tests::read_response(&mut std::io::BufReader::new(slow), false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(alive(&h));
+}

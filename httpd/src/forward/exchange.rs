@@ -367,11 +367,12 @@ impl Exchange {
         let mut bytes = small_buf(t.up.bufs, input.len() + 512);
         let result = self.codec.response(input, self.up.eof(), &side, &mut bytes);
         // What the codec produced before any error goes out first (a head whose body then
-        // turns out bad is sent, and the cut shows after it).
+        // turns out bad is sent, and the cut shows after it). Interim (1xx) responses alone
+        // do not count as sent: a final response (502, 504) may still follow them.
         if bytes.is_empty() {
             recycle(bytes, t.up.bufs);
         } else {
-            self.sent_client = true;
+            self.sent_client |= !self.codec.awaiting_head();
             t.out.push_bytes(bytes);
         }
         let r = match result {

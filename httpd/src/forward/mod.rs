@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
-use crate::vhosts::Host;
+use crate::vhosts::HostMeta;
 
 pub mod error;
 pub mod exchange;
@@ -49,7 +49,7 @@ pub struct LogFields {
     pub minor: u8,
     /// The host the request was routed to (its log and counters), even if it is removed
     /// meanwhile.
-    pub host: Option<Arc<Host>>,
+    pub host: Option<Arc<HostMeta>>,
 }
 
 /// Longest logged field kept for a forwarded request.
@@ -64,7 +64,7 @@ impl LogFields {
         referer: Option<&[u8]>,
         user_agent: Option<&[u8]>,
         minor: u8,
-        host: Option<Arc<Host>>,
+        host: Option<Arc<HostMeta>>,
     ) -> LogFields {
         let cut = |v: &[u8]| v.len().min(LOG_FIELD);
         let parts = [

@@ -45,16 +45,6 @@ impl Pool {
         }
     }
 
-    /// Counts a failed exchange (502).
-    pub fn failed(&self) {
-        self.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts an upstream timeout (504).
-    pub fn timed_out(&self) {
-        self.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(super) fn opened(&self) {
         self.stats.upstream_opened.fetch_add(1, Ordering::Relaxed);
         self.stats.upstream_open.fetch_add(1, Ordering::Relaxed);

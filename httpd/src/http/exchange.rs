@@ -217,6 +217,7 @@ impl Codec {
             keep_alive: c.keep_alive,
             date: side.date,
         };
+        let start = out.len();
         let Some(r) = proxy::relay_head(input, c.head, client, side.extra_headers, out)
             .map_err(CodecError::ResponseHead)?
         else {
@@ -225,6 +226,8 @@ impl Codec {
         let rh = r.head;
         if rh.status == 101 {
             if !c.upgrade {
+                // Refused whole: the client must not see a 101 it did not ask for.
+                out.truncate(start);
                 return Err(CodecError::UnaskedUpgrade);
             }
             self.status = 101;

@@ -75,7 +75,10 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
             }
             out.extend_from_slice(&text[..n]);
         }
-        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+        IpAddr::V6(v6) => {
+            // Writing into a Vec cannot fail.
+            let _ = std::io::Write::write_fmt(out, format_args!("{v6}"));
+        }
     }
 }
 
@@ -262,6 +265,10 @@ fn parse_into<'h, 'b>(
         }
         Err(_) => return Err("malformed response head"),
     };
+    // The same limit however the head arrived (whole in one read, or in pieces).
+    if len > MAX_RESPONSE_HEAD {
+        return Err("response head too large");
+    }
     if !crlf_only(&buf[..len]) {
         return Err("bare CR or LF in response head");
     }
@@ -548,6 +555,23 @@ mod tests {
     use crate::http::request::parse;
 
     #[test]
+    fn response_head_limit_whatever_the_pieces() {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+            "a".repeat(MAX_RESPONSE_HEAD)
+        );
+        // Whole in one read, or its first half first: refused either way.
+        assert_eq!(
+            parse_response(head.as_bytes(), false),
+            Err("response head too large")
+        );
+        let half = &head.as_bytes()[..head.len() / 2];
+        assert!(matches!(parse_response(half, false), Ok(None)));
+        let most = &head.as_bytes()[..head.len() - 4];
+        assert_eq!(parse_response(most, false), Err("response head too large"));
+    }
+
+    #[test]
     fn ip_text_is_std_text() {
         for ip in [
             "0.0.0.0",
@@ -555,6 +579,8 @@ mod tests {
             "10.9.99.100",
             "255.255.255.255",
             "192.168.1.254",
+            "::1",
+            "2001:db8::8a2e:370:7334",
         ] {
             let mut out = Vec::new();
             push_ip(&mut out, ip.parse().expect("an address"));

@@ -261,6 +261,10 @@ fn serve(s: TcpStream, log: Arc<Mutex<std::fs::File>>) -> std::io::Result<()> {
                     2 => b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello",
                     3 => b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 5\r\n\r\nhello",
                     4 => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+                    // A 101 the request did not ask for.
+                    6 => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                    // An interim response, then the close: a final response is still owed.
+                    7 => b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
                     _ => b"NOT HTTP AT ALL\r\n\r\n",
                 };
                 w.write_all(bad)?;

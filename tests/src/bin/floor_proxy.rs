@@ -20,8 +20,8 @@ struct Pair {
     upstream: TcpStream,
 }
 
-/// Copies what `from` has to `to` (blocking writes would stall everything: a full `to` drops
-/// the pair, which the bench never does with small responses). False when the pair is over.
+/// Copies what `from` has to `to`; a full `to` is waited for by spinning (no buffering, which
+/// the bench's small responses never need). False when the pair is over.
 fn copy(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) -> bool {
     loop {
         match from.read(buf) {

@@ -179,9 +179,14 @@ fn switching_protocols_only_when_asked() {
     // In a tunnel, what the client sends all goes up.
     assert_eq!(c.request_body(b"abc", 10).unwrap(), 3);
     let mut c = Codec::new(client(Framing::None));
+    let mut out = Vec::new();
     assert_eq!(
-        c.response(resp, false, &SIDE, &mut Vec::new()),
+        c.response(resp, false, &SIDE, &mut out),
         Err(CodecError::UnaskedUpgrade)
+    );
+    assert!(
+        out.is_empty(),
+        "a 101 nobody asked for never reaches the client"
     );
 }
 
