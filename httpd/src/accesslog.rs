@@ -385,6 +385,8 @@ pub struct Record<'a> {
     pub bytes: u64,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// TLS version and cipher suite (None: plain HTTP); in the JSON format only.
+    pub tls: Option<(&'static str, &'static str)>,
 }
 
 fn escaped(out: &mut Vec<u8>, v: &[u8]) {
@@ -444,6 +446,12 @@ impl Record<'_> {
         match self.user_agent {
             Some(v) => json_field(out, v),
             None => out.extend_from_slice(b"null"),
+        }
+        match self.tls {
+            Some((v, c)) => {
+                let _ = write!(out, ",\"tls\":\"{v}\",\"cipher\":\"{c}\"");
+            }
+            None => out.extend_from_slice(b",\"tls\":null,\"cipher\":null"),
         }
         out.extend_from_slice(b"}\n");
     }
@@ -534,6 +542,7 @@ mod tests {
             bytes: 5,
             referer: None,
             user_agent: Some(&[b'x'; 2000]),
+            tls: None,
         }
         .write_clf(&mut out);
         let s = String::from_utf8(out).unwrap();

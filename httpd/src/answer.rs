@@ -32,6 +32,10 @@ pub struct Ctx<'a> {
     pub path_buf: &'a mut Vec<u8>,
     /// An upstream is configured: what is not a static hit goes there.
     pub forward: bool,
+    /// The request came over TLS.
+    pub tls: bool,
+    /// The port of HTTPS redirects (None: no TLS listener, no redirect).
+    pub https_port: Option<u16>,
 }
 
 /// Answers one parsed request. `host` is the vhost chosen for it (None: no such host and no
@@ -48,7 +52,11 @@ pub fn answer(
         host,
         keep: keep_alive(h),
         date: ctx.date,
+        tls: ctx.tls,
     };
+    if let Some(a) = https_redirect(&r, ctx, out) {
+        return Some(a);
+    }
     match static_answer(&r, ctx, out) {
         Some(a) => Some(a),
         None if ctx.forward => None,
@@ -67,6 +75,48 @@ fn keep_alive(h: &Head<'_>) -> bool {
         Framing::Length(_) if h.expect_continue => false,
         _ => h.keep_alive,
     }
+}
+
+/// A plain HTTP request for a host that redirects to HTTPS: 308 to the same host, path and
+/// query on the HTTPS port (every method: 308 keeps the method and body).
+fn https_redirect(r: &Responder<'_, '_>, ctx: &Ctx<'_>, out: &mut OutQueue) -> Option<Answered> {
+    let host = r.host?;
+    if ctx.tls || !host.settings.https_redirect {
+        return None;
+    }
+    let port = ctx.https_port?;
+    let h = r.h;
+    let name = h
+        .parsed
+        .host
+        .or(h.host.map(crate::http::target::strip_port))
+        .filter(|n| !n.is_empty())
+        .map_or_else(
+            || host.name.clone(),
+            |n| String::from_utf8_lossy(n).into_owned(),
+        );
+    let mut loc = format!("Location: https://{name}");
+    if port != 443 {
+        loc.push(':');
+        loc.push_str(&port.to_string());
+    }
+    // The path and query as received (an absolute-form target's, after its authority).
+    let path = match h.target.first() {
+        Some(b'/') => h.target,
+        _ => h.parsed.raw_path,
+    };
+    if path.first() != Some(&b'/') {
+        loc.push('/');
+    }
+    loc.push_str(&String::from_utf8_lossy(path));
+    if !path.contains(&b'?')
+        && let Some(q) = h.parsed.query
+    {
+        loc.push('?');
+        loc.push_str(&String::from_utf8_lossy(q));
+    }
+    loc.push_str("\r\n");
+    Some(r.error(out, 308, &loc))
 }
 
 /// The answer from the webroot, or None for a miss (no host, no object, other methods).
@@ -135,7 +185,7 @@ fn static_answer(r: &Responder<'_, '_>, ctx: &mut Ctx<'_>, out: &mut OutQueue) -
     // The hit: dynamic prefix, then header block and body as one region of the file.
     let mut head = Vec::with_capacity(128);
     prefix(&mut head, 200, r.date, r.keep, h.minor);
-    head.extend_from_slice(&host.settings.headers);
+    head.extend_from_slice(host.settings.headers_for(ctx.tls));
     out.push_bytes(head);
     let body = if method == Method::Head {
         0
@@ -156,13 +206,14 @@ struct Responder<'a, 'h> {
     host: Option<&'a Arc<Host>>,
     keep: bool,
     date: &'a str,
+    tls: bool,
 }
 
 impl Responder<'_, '_> {
     /// The host's extra headers (configuration file).
     fn extra(&self, head: &mut Vec<u8>) {
         if let Some(h) = self.host {
-            head.extend_from_slice(&h.settings.headers);
+            head.extend_from_slice(h.settings.headers_for(self.tls));
         }
     }
 
@@ -297,8 +348,13 @@ pub fn bad_head(status: u16, date: &str, out: &mut OutQueue) -> Answered {
 }
 
 /// Picks the host for a request: the absolute-form target's host wins over Host.
-pub fn route<'t>(h: &Head<'_>, table: &'t HostTable) -> Option<&'t Arc<Host>> {
+/// Only hosts that answer on the connection's listener `l` are candidates.
+pub fn route<'t>(
+    h: &Head<'_>,
+    table: &'t HostTable,
+    l: Option<&crate::listen::ListenerInfo>,
+) -> Option<&'t Arc<Host>> {
     let from_target = h.parsed.host;
     let host = from_target.or(h.host.map(crate::http::target::strip_port));
-    table.find(host)
+    table.find_on(host, l)
 }

@@ -103,6 +103,27 @@ pub struct Args {
         default_value = "0.0.0.0:80"
     )]
     pub listen: Vec<SocketAddr>,
+    /// Address to listen on for HTTPS; repeatable. Certificates from `--tls-certs` (or per
+    /// host in the configuration file).
+    #[arg(long = "listen-tls", value_name = "ADDR:PORT")]
+    pub listen_tls: Vec<SocketAddr>,
+    /// Directory of certificates: `HOST.crt` (PEM chain, leaf first) and `HOST.key` (PEM
+    /// key) per host name, `__default__.crt/.key` for clients without SNI or with another
+    /// name. Watched: replaced files take effect without a restart.
+    #[arg(long, value_name = "DIR")]
+    pub tls_certs: Option<PathBuf>,
+    /// A listener (one of --listen/--listen-tls) that expects a PROXY protocol header (v1 or
+    /// v2) first on every connection, from `--proxy-trusted` sources only; repeatable.
+    #[arg(long = "proxy-protocol", value_name = "ADDR:PORT")]
+    pub proxy_protocol: Vec<SocketAddr>,
+    /// Sources allowed to send a PROXY protocol header (address or network); repeatable.
+    #[arg(
+        long = "proxy-trusted",
+        value_name = "NET",
+        default_values = ["127.0.0.1/32", "::1/128"],
+        value_parser = crate::proxyproto::parse_net
+    )]
+    pub proxy_trusted: Vec<ipnet::IpNet>,
     /// The application server that gets every request that is not a static hit.
     #[arg(long, value_name = "ADDR:PORT")]
     pub upstream: Option<SocketAddr>,

@@ -138,10 +138,13 @@ pub enum Outcome {
 /// the loop). The socket is non-blocking: a full one ends the send early.
 fn send_cold(w: &Want) -> (u64, Outcome) {
     let _ = crate::sys::will_need_range(w.root.file(), w.off, w.len + w.ahead);
+    let Some(sock) = &w.sock else {
+        return warm(w);
+    };
     let mut done = 0;
     while done < w.len {
         let want = (w.len - done) as usize;
-        match crate::sys::sendfile(&w.sock, w.root.file(), w.off + done, want) {
+        match crate::sys::sendfile(sock, w.root.file(), w.off + done, want) {
             Ok(0) => {
                 tracing::warn!(
                     "cold send of {}: the file ended early",
@@ -164,15 +167,46 @@ fn send_cold(w: &Want) -> (u64, Outcome) {
     (done, Outcome::Sent)
 }
 
+/// Reads `[off, off + len)` into the page cache (for a connection without a socket to send
+/// to: TLS). Returns (0, how it went): nothing was sent.
+fn warm(w: &Want) -> (u64, Outcome) {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut done = 0;
+    while done < w.len {
+        let want = ((w.len - done) as usize).min(buf.len());
+        match w.root.file().read_at(&mut buf[..want], w.off + done) {
+            Ok(0) => {
+                tracing::warn!(
+                    "cold read of {}: the file ended early",
+                    w.root.path().display()
+                );
+                return (0, Outcome::Failed);
+            }
+            Ok(n) => {
+                sent(&w.root, w.off + done, n as u64);
+                done += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::debug!("cold read of {}: {e}", w.root.path().display());
+                return (0, Outcome::Failed);
+            }
+        }
+    }
+    (0, Outcome::Sent)
+}
+
 /// What a connection hands to the pool: `[off, off + len)` of `root` for `sock` (a duplicate
 /// of the client's socket), and `ahead` bytes after it that the response goes on for (asked of
-/// the kernel at the same time).
+/// the kernel at the same time). Without a socket (a TLS connection, which encrypts in user
+/// space) the bytes are only read into the page cache, and the loop reads them from there.
 pub struct Want {
     pub root: Arc<Webroot>,
     pub off: u64,
     pub len: u64,
     pub ahead: u64,
-    pub sock: OwnedFd,
+    pub sock: Option<OwnedFd>,
 }
 
 /// A cold read asked for by a connection.
@@ -269,7 +303,11 @@ impl Pool {
             let (sent, outcome) = send_cold(&task.want);
             let s = &self.stats;
             s.cold_reads.fetch_add(1, Ordering::Relaxed);
-            s.cold_bytes.fetch_add(sent, Ordering::Relaxed);
+            let read = match (&task.want.sock, outcome) {
+                (None, Outcome::Sent) => task.want.len,
+                _ => sent,
+            };
+            s.cold_bytes.fetch_add(read, Ordering::Relaxed);
             s.cold_wait_us
                 .fetch_add(task.queued.elapsed().as_micros() as u64, Ordering::Relaxed);
             s.cold_in_flight.fetch_sub(1, Ordering::Relaxed);

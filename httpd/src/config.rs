@@ -40,6 +40,12 @@ pub struct FileConfig {
     pub preload: Option<bool>,
     pub log_level: Option<String>,
     pub drain_timeout: Option<String>,
+    pub listen_tls: Option<Vec<SocketAddr>>,
+    pub tls_certs: Option<PathBuf>,
+    pub proxy_protocol: Option<Vec<SocketAddr>>,
+    pub proxy_trusted: Option<Vec<String>>,
+    #[serde(default)]
+    pub listeners: BTreeMap<SocketAddr, ListenerConfig>,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
 }
@@ -60,6 +66,29 @@ pub struct HostConfig {
     /// prefix removed (`"/docs/" = "/srv/docs.webroot"`).
     #[serde(default)]
     pub mounts: BTreeMap<String, PathBuf>,
+    /// Plain HTTP requests are redirected to HTTPS (308, same path and query).
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// Strict-Transport-Security sent on HTTPS responses (`max-age=31536000`).
+    pub hsts: Option<String>,
+    /// The listeners (`ADDR:PORT`, as in `listen`/`listen_tls`) this host answers on; empty:
+    /// every one.
+    #[serde(default)]
+    pub listeners: Vec<SocketAddr>,
+    /// This host's certificate chain and key (PEM), instead of the certificates directory's.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[listeners."ADDR:PORT"]`: settings of one listener.
+#[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Expect a PROXY protocol header (v1 or v2) first on every connection.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Sources allowed to send one (addresses or networks); default: `proxy_trusted`.
+    pub proxy_trusted: Option<Vec<String>>,
 }
 
 fn token(s: &str) -> bool {
@@ -99,6 +128,14 @@ impl HostConfig {
                 bail!("hosts.{host:?}.mounts: {p:?} must start and end with '/'");
             }
         }
+        if let Some(v) = &self.hsts
+            && (v.is_empty() || v.bytes().any(|c| c < 0x20 || c == 0x7f))
+        {
+            bail!("hosts.{host:?}.hsts: empty, or control characters in it");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("hosts.{host:?}: tls_cert and tls_key go together");
+        }
         Ok(())
     }
 
@@ -121,8 +158,17 @@ impl HostConfig {
             });
         }
         mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+        let mut tls_headers = headers.clone();
+        if let Some(v) = &self.hsts {
+            tls_headers.extend_from_slice(b"Strict-Transport-Security: ");
+            tls_headers.extend_from_slice(v.as_bytes());
+            tls_headers.extend_from_slice(b"\r\n");
+        }
         Ok(HostSettings {
             headers,
+            tls_headers,
+            https_redirect: self.https_redirect,
+            listeners: self.listeners.clone(),
             upstream_prefixes: self
                 .upstream_prefixes
                 .iter()
@@ -174,6 +220,14 @@ pub fn parse(text: &str) -> Result<FileConfig> {
         choice::<crate::cli::EbpfMode>("ebpf", &cfg.ebpf)?;
         choice::<crate::cli::Switch>("ebpf_splice", &cfg.ebpf_splice)?;
         choice::<crate::accesslog::Format>("log_format", &cfg.log_format)?;
+        if let Some(v) = &cfg.proxy_trusted {
+            nets(v).context("proxy_trusted")?;
+        }
+        for (a, l) in &cfg.listeners {
+            if let Some(v) = &l.proxy_trusted {
+                nets(v).with_context(|| format!("listeners.\"{a}\".proxy_trusted"))?;
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (name, h) in &cfg.hosts {
             h.validate(name)?;
@@ -255,6 +309,36 @@ pub fn apply(args: &mut crate::cli::Args, f: &FileConfig, m: &clap::ArgMatches) 
     set!(preload, f.preload);
     set!(log_level, f.log_level.clone());
     set!(drain_timeout, dur(&f.drain_timeout));
+    set!(listen_tls, f.listen_tls.clone());
+    set!(tls_certs, f.tls_certs.clone().map(Some));
+    set!(proxy_protocol, f.proxy_protocol.clone());
+    set!(
+        proxy_trusted,
+        f.proxy_trusted.as_ref().and_then(|v| nets(v).ok())
+    );
+}
+
+/// Trusted PROXY protocol sources as written.
+pub fn nets(v: &[String]) -> Result<Vec<ipnet::IpNet>> {
+    v.iter()
+        .map(|s| crate::proxyproto::parse_net(s).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+/// The per-host certificate files of a configuration, by lower-cased host name.
+pub fn host_certs(cfg: &FileConfig) -> BTreeMap<String, crate::tls::certs::PairFiles> {
+    cfg.hosts
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                k.to_ascii_lowercase(),
+                crate::tls::certs::PairFiles {
+                    cert: v.tls_cert.clone()?,
+                    key: v.tls_key.clone()?,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The effective configuration, in the file's own format.
@@ -269,6 +353,21 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
     let _ = writeln!(o, "vhosts_dir = {}", opt(&args.vhosts_dir));
     let listen: Vec<String> = args.listen.iter().map(|a| format!("\"{a}\"")).collect();
     let _ = writeln!(o, "listen = [{}]", listen.join(", "));
+    let listen_tls: Vec<String> = args.listen_tls.iter().map(|a| format!("\"{a}\"")).collect();
+    let _ = writeln!(o, "listen_tls = [{}]", listen_tls.join(", "));
+    let _ = writeln!(o, "tls_certs = {}", opt(&args.tls_certs));
+    let pp: Vec<String> = args
+        .proxy_protocol
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let _ = writeln!(o, "proxy_protocol = [{}]", pp.join(", "));
+    let pt: Vec<String> = args
+        .proxy_trusted
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let _ = writeln!(o, "proxy_trusted = [{}]", pt.join(", "));
     let _ = writeln!(
         o,
         "upstream = {}",
@@ -341,8 +440,34 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
         "drain_timeout = \"{}\"",
         humantime::format_duration(args.drain_timeout)
     );
+    for (addr, l) in &f.listeners {
+        let _ = writeln!(o, "\n[listeners.\"{addr}\"]");
+        let _ = writeln!(o, "proxy_protocol = {}", l.proxy_protocol);
+        if let Some(t) = &l.proxy_trusted {
+            let t: Vec<String> = t.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(o, "proxy_trusted = [{}]", t.join(", "));
+        }
+    }
     for (name, h) in &f.hosts {
         let _ = writeln!(o, "\n[hosts.{name:?}]");
+        if !h.listeners.is_empty() {
+            let l: Vec<String> = h.listeners.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(o, "listeners = [{}]", l.join(", "));
+        }
+        if h.https_redirect {
+            let _ = writeln!(o, "https_redirect = true");
+        }
+        if let Some(v) = &h.hsts {
+            let _ = writeln!(o, "hsts = {v:?}");
+        }
+        if let (Some(c), Some(k)) = (&h.tls_cert, &h.tls_key) {
+            let _ = writeln!(
+                o,
+                "tls_cert = {:?}\ntls_key = {:?}",
+                c.display().to_string(),
+                k.display().to_string()
+            );
+        }
         if let Some(u) = h.upstream {
             let _ = writeln!(o, "upstream = \"{u}\"");
         }

@@ -108,6 +108,10 @@ pub struct WorkerCtx<'a> {
     /// The worker's buffer for asking whether bytes are cached (`cold::resident`).
     pub probe: &'a mut [u8],
     pub stats: &'a crate::stats::Stats,
+    /// The listeners, in the order of `Conn::listener`.
+    pub listeners: &'a [crate::listen::ListenerInfo],
+    /// The port of HTTPS redirects (the first TLS listener's; None: no TLS listener).
+    pub https_port: Option<u16>,
     /// The upstream side: None when no upstream is configured.
     pub up: Option<UpCtx<'a>>,
 }
@@ -168,7 +172,14 @@ pub struct Retired {
 
 pub struct Conn {
     sock: TcpStream,
+    /// The client: the socket's peer, or what a PROXY protocol header said.
     peer: SocketAddr,
+    /// HTTPS: TLS between the socket and the buffers.
+    tls: Option<Box<crate::tls::Session>>,
+    /// The index of the listener it came from (`WorkerCtx::listeners`).
+    listener: u8,
+    /// A PROXY protocol header is expected before anything else.
+    proxy_header: bool,
     rbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -266,10 +277,26 @@ impl Conn {
         self.out.cold_done(serial, sent, outcome, full)
     }
 
-    pub fn new(sock: TcpStream, peer: SocketAddr, now: Instant) -> Conn {
-        Conn {
+    /// A connection accepted on listener `index` (`l`). Err: its TLS state could not be made.
+    pub fn new(
+        sock: TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+        index: usize,
+        l: &crate::listen::ListenerInfo,
+    ) -> io::Result<Conn> {
+        let tls = match &l.tls {
+            Some(cfg) => Some(crate::tls::Session::new(cfg)?),
+            None => None,
+        };
+        // The handshake and a PROXY header are part of the head for the header timeout.
+        let head_since = (tls.is_some() || l.proxy.is_some()).then_some(now);
+        Ok(Conn {
             sock,
             peer,
+            tls,
+            listener: u8::try_from(index).unwrap_or(u8::MAX),
+            proxy_header: l.proxy.is_some(),
             rbuf: Vec::new(),
             start: 0,
             end: 0,
@@ -282,14 +309,54 @@ impl Conn {
             unread_input: false,
             reg: Registration::default(),
             last_active: now,
-            head_since: None,
+            head_since,
             read_total: 0,
+        })
+    }
+
+    /// The TLS version and cipher suite, for the log.
+    fn tls_info(&self) -> Option<(&'static str, &'static str)> {
+        self.tls.as_ref().and_then(|t| t.info())
+    }
+
+    /// TLS bytes wait to be written.
+    fn tls_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.pending_output())
+    }
+
+    /// Input may be waiting: on the socket, or decrypted in the TLS session.
+    fn wants_input(&self) -> bool {
+        self.want_read || self.tls.as_ref().is_some_and(|t| t.wants_input())
+    }
+
+    /// The connection is closing: a handshake cut short is counted as failed.
+    pub fn closed(&mut self, stats: &crate::stats::Stats) {
+        if let Some(t) = &mut self.tls {
+            t.abandoned(stats);
         }
+    }
+
+    /// Ends the connection cleanly: TLS says close_notify first.
+    fn close_clean(&mut self) -> Drive {
+        if let Some(t) = &mut self.tls {
+            t.close_notify(&self.sock);
+        }
+        Drive::Close
+    }
+
+    /// Shuts the write side (after TLS's close_notify).
+    fn shut_write(&mut self) {
+        if let Some(t) = &mut self.tls {
+            t.close_notify(&self.sock);
+        }
+        sys::shutdown_write(self.sock.as_raw_fd());
     }
 
     /// Whether the connection sits between requests with nothing in flight.
     pub fn is_idle(&self) -> bool {
         self.out.is_empty()
+            && !self.tls_pending()
+            && !self.proxy_header
             && self.start == self.end
             && self.discard == 0
             && matches!(
@@ -396,12 +463,33 @@ impl Conn {
         if let Some(d) = self.follow_kernel_tunnel(ctx) {
             return d;
         }
-        loop {
-            let mut moved = false;
-            if self.rbuf.is_empty() && self.want_read {
+        if self.proxy_header {
+            if self.rbuf.is_empty() {
                 self.rbuf = ctx.spare_bufs.pop().unwrap_or_else(|| vec![0; READ_BUF]);
             }
-            match self.fill() {
+            match self.read_proxy_header(ctx.stats) {
+                Ok(true) => {}
+                Ok(false) => return Drive::Open(Again::OnEvent),
+                Err(e) => {
+                    ctx.stats
+                        .proxy_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!("{}: PROXY protocol: {e}", self.peer);
+                    return Drive::Close;
+                }
+            }
+        }
+        loop {
+            let mut moved = false;
+            if self.rbuf.is_empty() && self.wants_input() {
+                self.rbuf = ctx.spare_bufs.pop().unwrap_or_else(|| vec![0; READ_BUF]);
+            }
+            let filled = if self.tls.is_some() {
+                self.fill_tls(ctx.stats)
+            } else {
+                self.fill()
+            };
+            match filled {
                 Ok(p) => moved |= p,
                 Err(_) => return Drive::Close,
             }
@@ -412,7 +500,13 @@ impl Conn {
             }
             let before = self.out.pending();
             let spent = ctx.up.as_mut().map(|u| &mut *u.bufs);
-            match self.out.flush(&self.sock, ctx.io, ctx.probe, spent) {
+            let flushed = match &mut self.tls {
+                None => self.out.flush(&self.sock, ctx.io, ctx.probe, spent),
+                Some(t) => {
+                    crate::tls::flush(&mut self.out, t, &self.sock, ctx.io, ctx.probe, spent)
+                }
+            };
+            match flushed {
                 Ok(Flushed::All | Flushed::Cold) => self.reg.blocked_on_write = false,
                 Ok(Flushed::Full) => self.reg.blocked_on_write = true,
                 Ok(Flushed::Budget) => {
@@ -423,7 +517,7 @@ impl Conn {
                 Err(_) => return Drive::Close,
             }
             moved |= self.out.pending() != before;
-            if self.out.is_empty() {
+            if self.out.is_empty() && !self.tls_pending() {
                 match self.output_written(ctx) {
                     ControlFlow::Continue(m) => moved |= m,
                     ControlFlow::Break(d) => return d,
@@ -455,19 +549,19 @@ impl Conn {
         if let Some(t) = self.tunnel()
             && t.wants_client_shutdown()
         {
-            sys::shutdown_write(self.sock.as_raw_fd());
+            self.shut_write();
         }
         if matches!(self.phase, Phase::Closing) {
             // Linger only when input may still be unread: closing with unread data would
             // reset the connection and could destroy the last response.
             if self.start == self.end && self.discard == 0 && !self.unread_input {
-                return ControlFlow::Break(Drive::Close);
+                return ControlFlow::Break(self.close_clean());
             }
             return ControlFlow::Break(self.begin_linger());
         }
         if self.last_read == LastRead::Eof && matches!(self.phase, Phase::Requests) {
             // Everything answered that could be: a partial request at EOF is dropped.
-            return ControlFlow::Break(Drive::Close);
+            return ControlFlow::Break(self.close_clean());
         }
         ControlFlow::Continue(moved)
     }
@@ -482,6 +576,10 @@ impl Conn {
     /// Offers a tunnel whose buffers are empty to the kernel (`--ebpf-splice on`).
     fn offer_tunnel(&mut self, ctx: &mut WorkerCtx<'_>) -> Offer {
         let client_idle = self.start == self.end && self.reg.registered;
+        if self.tls.is_some() {
+            // The kernel cannot splice TLS (that needs kTLS): tunnels stay in user space.
+            return Offer::No;
+        }
         let Some(up) = ctx.up.as_ref() else {
             return Offer::No;
         };
@@ -591,19 +689,9 @@ impl Conn {
             && self.end - self.start < READ_CAP
             && !self.reads_stopped()
         {
-            if self.start == self.end {
-                (self.start, self.end) = (0, 0);
-            } else if self.end == self.rbuf.len() && self.start > 0 {
-                self.rbuf.copy_within(self.start..self.end, 0);
-                (self.start, self.end) = (0, self.end - self.start);
-            }
+            self.make_room();
             if self.end == self.rbuf.len() {
-                // A long head or a body: grow (the buffer is zeroed once, not per read).
-                let grown = (self.rbuf.len() * 2).min(READ_CAP);
-                if grown <= self.end {
-                    break;
-                }
-                self.rbuf.resize(grown, 0);
+                break;
             }
             let room = self.rbuf.len() - self.end;
             match self.sock.read(&mut self.rbuf[self.end..]) {
@@ -637,6 +725,115 @@ impl Conn {
             }
         }
         Ok(got)
+    }
+
+    /// [`Conn::fill`] for a TLS connection: plaintext from the session, which reads TLS bytes
+    /// from the socket as it needs them (the same rules: stop at a short read unless the
+    /// peer may have closed, one batch of plaintext per round).
+    fn fill_tls(&mut self, stats: &crate::stats::Stats) -> io::Result<bool> {
+        let mut got = false;
+        while self.wants_input()
+            && self.last_read != LastRead::Eof
+            && self.end - self.start < READ_CAP
+            && !self.reads_stopped()
+            && !got
+        {
+            self.make_room();
+            if self.end == self.rbuf.len() {
+                break;
+            }
+            let Some(tls) = self.tls.as_mut() else {
+                break;
+            };
+            match tls.read(&self.sock, &mut self.rbuf[self.end..], stats) {
+                Ok(crate::tls::Got::Plain(n)) => {
+                    self.end += n;
+                    got = true;
+                }
+                Ok(crate::tls::Got::Socket { n, short }) => {
+                    self.read_total += n as u64;
+                    self.last_read = LastRead::Data;
+                    if short && !self.read_to_end {
+                        self.want_read = false;
+                    }
+                }
+                Ok(crate::tls::Got::Eof) => self.last_read = LastRead::Eof,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.want_read = false;
+                        self.last_read = LastRead::Empty;
+                        self.read_to_end = false;
+                    }
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
+            }
+        }
+        Ok(got)
+    }
+
+    /// Moves buffered bytes to the front or grows the buffer, so a read has room (up to the
+    /// cap).
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.end == self.rbuf.len() && self.start > 0 {
+            self.rbuf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+        }
+        if self.end == self.rbuf.len() {
+            // A long head or a body: grow (the buffer is zeroed once, not per read).
+            let grown = (self.rbuf.len() * 2).min(READ_CAP);
+            if grown > self.end {
+                self.rbuf.resize(grown, 0);
+            }
+        }
+    }
+
+    /// Reads the PROXY protocol header this listener expects. Ok(true) once it is read (the
+    /// client address is the one it names; bytes after it are the connection's own, handed to
+    /// TLS or left for the parser); Ok(false) while it is incomplete; Err: not a valid header,
+    /// or the connection ended first (close).
+    fn read_proxy_header(&mut self, stats: &crate::stats::Stats) -> io::Result<bool> {
+        loop {
+            match crate::proxyproto::parse(&self.rbuf[self.start..self.end]) {
+                Ok(crate::proxyproto::Parsed::Done { len, source }) => {
+                    self.start += len;
+                    if let Some(src) = source {
+                        self.peer = src;
+                    }
+                    self.proxy_header = false;
+                    if let Some(t) = self.tls.as_mut() {
+                        t.feed(&self.rbuf[self.start..self.end], &self.sock, stats)?;
+                        self.start = self.end;
+                    }
+                    return Ok(true);
+                }
+                Ok(crate::proxyproto::Parsed::Incomplete) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            if self.last_read == LastRead::Eof {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.make_room();
+            if self.end == self.rbuf.len() {
+                return Err(io::Error::other("PROXY protocol header too long"));
+            }
+            let mut s = &self.sock;
+            match s.read(&mut self.rbuf[self.end..]) {
+                Ok(0) => self.last_read = LastRead::Eof,
+                Ok(n) => {
+                    self.read_total += n as u64;
+                    self.end += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.want_read = false;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Parses and answers buffered requests while output has room; moves the exchange or the
@@ -700,12 +897,18 @@ impl Conn {
             }
         };
         self.head_since = None;
-        let host = answer::route(&head, ctx.table);
+        let host = answer::route(
+            &head,
+            ctx.table,
+            ctx.listeners.get(usize::from(self.listener)),
+        );
         let mut actx = answer::Ctx {
             date: ctx.date,
             path_buf: ctx.path_buf,
             forward: ctx.up.as_ref().is_some_and(|u| u.upstream.enabled)
                 || host.is_some_and(|h| h.settings.upstream.is_some()),
+            tls: self.tls.is_some(),
+            https_port: ctx.https_port,
         };
         if let Some(a) = answer::answer(&head, host, &mut actx, &mut self.out) {
             self.finish_request(&head, &a, host, ctx, false);
@@ -790,7 +993,7 @@ impl Conn {
             h.stats
                 .request(!forwarded && matches!(a.status, 200 | 206 | 304), a.bytes);
             if let Some(log) = &h.log {
-                log.record(&record(head, a, self.peer, ctx.clf_time));
+                log.record(&record(head, a, self.peer, ctx.clf_time, self.tls_info()));
             }
         }
     }
@@ -807,8 +1010,25 @@ impl Conn {
     ) -> Request {
         up_head.clear();
         up_head.reserve(head.len + 128);
-        proxy::upstream_request(raw, head, self.peer.ip(), fallback_host, &mut up_head);
+        proxy::upstream_request(
+            raw,
+            head,
+            self.peer.ip(),
+            self.tls.is_some(),
+            fallback_host,
+            &mut up_head,
+        );
         let m = head.method_bytes;
+        let mut log = LogFields::new(
+            log,
+            m,
+            head.target,
+            head.referer,
+            head.user_agent,
+            head.minor,
+            host,
+        );
+        log.tls = self.tls_info();
         Request {
             head: up_head,
             client: ClientRequest {
@@ -820,15 +1040,7 @@ impl Conn {
             },
             idempotent: matches!(head.method(), Method::Get | Method::Head)
                 || matches!(m, b"PUT" | b"DELETE" | b"OPTIONS" | b"TRACE"),
-            log: LogFields::new(
-                log,
-                m,
-                head.target,
-                head.referer,
-                head.user_agent,
-                head.minor,
-                host,
-            ),
+            log,
         }
     }
 
@@ -1067,6 +1279,7 @@ impl Conn {
                 bytes: a.bytes,
                 referer: l.referer(),
                 user_agent: l.user_agent(),
+                tls: l.tls,
             });
         }
     }
@@ -1074,7 +1287,7 @@ impl Conn {
     /// All output written: shut the write side and drain input briefly, so the client gets
     /// the last response before the close (no RST on unread data).
     fn begin_linger(&mut self) -> Drive {
-        sys::shutdown_write(self.sock.as_raw_fd());
+        self.shut_write();
         self.phase = Phase::Lingering;
         if self.linger() {
             Drive::Open(Again::OnEvent)
@@ -1114,7 +1327,13 @@ fn client_end(
     }
 }
 
-fn record<'a>(h: &Head<'a>, a: &Answered, peer: SocketAddr, time: &'a str) -> Record<'a> {
+fn record<'a>(
+    h: &Head<'a>,
+    a: &Answered,
+    peer: SocketAddr,
+    time: &'a str,
+    tls: Option<(&'static str, &'static str)>,
+) -> Record<'a> {
     Record {
         client: peer.ip(),
         time,
@@ -1125,5 +1344,6 @@ fn record<'a>(h: &Head<'a>, a: &Answered, peer: SocketAddr, time: &'a str) -> Re
         bytes: a.bytes,
         referer: h.referer,
         user_agent: h.user_agent,
+        tls,
     }
 }

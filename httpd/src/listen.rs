@@ -2,6 +2,7 @@
 //! connections over the workers without a shared accept queue.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -18,6 +19,28 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     // Best effort: without it accept simply happens earlier.
     let _ = crate::sys::set_defer_accept(&s, 5);
     Ok(s.into())
+}
+
+/// What a listener is for: its address as configured and as bound, TLS, and the PROXY
+/// protocol. Every worker's listeners are in the same order, and a connection remembers the
+/// index of the one it came from.
+#[derive(Clone)]
+pub struct ListenerInfo {
+    /// As configured (`0.0.0.0:80`).
+    pub addr: SocketAddr,
+    /// As bound (the port of a `:0` resolved).
+    pub bound: SocketAddr,
+    /// HTTPS: the server side of TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The PROXY protocol is expected, from these sources only.
+    pub proxy: Option<Arc<[ipnet::IpNet]>>,
+}
+
+impl ListenerInfo {
+    /// Whether `a` names this listener (as configured or as bound).
+    pub fn is(&self, a: SocketAddr) -> bool {
+        a == self.addr || a == self.bound
+    }
 }
 
 /// For each worker, one listener per address. Port 0 is resolved once by the first bind and

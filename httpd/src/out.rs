@@ -58,6 +58,17 @@ pub enum Flushed {
     Budget,
 }
 
+/// What [`OutQueue::gather`] put in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gathered {
+    /// The next `n` queued bytes (not consumed: see [`OutQueue::written`]).
+    Bytes(usize),
+    /// The next bytes are not in the page cache: a cold read is wanted or running.
+    Cold,
+    /// A cold read failed: the response is cut.
+    Failed,
+}
+
 /// A connection's cold send (`--io async-sendfile`).
 #[derive(Default)]
 enum ColdRead {
@@ -167,6 +178,86 @@ impl OutQueue {
         }
     }
 
+    /// Bytes handed to the socket by a caller of [`OutQueue::gather`] (TLS: encrypted).
+    pub fn written(&mut self, n: usize, spent: Option<&mut Vec<Vec<u8>>>) {
+        self.consume(n, spent);
+    }
+
+    /// Copies the next queued bytes into `buf` without consuming them, for a connection that
+    /// cannot hand regions to the kernel (TLS encrypts in user space). Regions are read with
+    /// `pread` (never from the mapping, which user space must not touch); with
+    /// `async-sendfile` with `RWF_NOWAIT`, and bytes not in the page cache go to the cold-read
+    /// threads first (`Gathered::Cold`). Err: a region's webroot was withdrawn or cut short.
+    pub fn gather(&mut self, io: IoModel, buf: &mut [u8]) -> io::Result<Gathered> {
+        match self.cold {
+            ColdRead::None => {}
+            ColdRead::Failed => return Ok(Gathered::Failed),
+            ColdRead::Full => self.cold = ColdRead::None,
+            _ => return Ok(Gathered::Cold),
+        }
+        let nowait = io == IoModel::AsyncSendfile;
+        let mut n = 0;
+        let mut cold = None;
+        for item in &self.items {
+            if n == buf.len() {
+                break;
+            }
+            match item {
+                Item::Bytes { buf: b, pos } => {
+                    let k = (b.len() - pos).min(buf.len() - n);
+                    buf[n..n + k].copy_from_slice(&b[*pos..*pos + k]);
+                    n += k;
+                }
+                Item::Region { root, .. } if root.is_revoked() => return Err(withdrawn()),
+                Item::Region { root, off, len } => {
+                    let want = (*len).min((buf.len() - n) as u64) as usize;
+                    let dst = &mut buf[n..n + want];
+                    let got = if nowait {
+                        sys::read_nowait(root.file(), dst, *off)
+                    } else {
+                        root.file().read_at(dst, *off)
+                    };
+                    match got {
+                        Ok(0) => {
+                            if n == 0 {
+                                return Err(withdrawn());
+                            }
+                        }
+                        Ok(k) => {
+                            if nowait {
+                                crate::cold::sent(root, *off, k as u64);
+                            }
+                            n += k;
+                            if k == want {
+                                continue;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if n == 0 {
+                                cold = Some((root.clone(), *off, *len));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                    // A short read: send what is here, read on at the next step.
+                    break;
+                }
+            }
+        }
+        if let Some((root, off, len)) = cold {
+            self.cold = ColdRead::Wanted(crate::cold::Want {
+                root,
+                off,
+                len: len.min(crate::cold::COLD_CHUNK),
+                ahead: 0,
+                sock: None,
+            });
+            return Ok(Gathered::Cold);
+        }
+        Ok(Gathered::Bytes(n))
+    }
+
     /// Whether a queued region comes from a webroot that was withdrawn (its file is being
     /// written in place): the connection must close without sending more of it.
     pub fn holds_revoked(&self) -> bool {
@@ -257,7 +348,7 @@ impl OutQueue {
             off,
             len,
             ahead,
-            sock,
+            sock: Some(sock),
         });
         true
     }
@@ -452,7 +543,7 @@ impl OutQueue {
 }
 
 /// The error that ends a response whose cold read failed.
-fn cold_failed() -> io::Error {
+pub fn cold_failed() -> io::Error {
     io::Error::other("cold read failed or the webroot file ended early: response cut")
 }
 

@@ -65,10 +65,14 @@ pub fn run(mut args: Args) -> Result<()> {
     if std::env::var_os("HTTPD_NO_LEASES").is_none() {
         registry.use_leases(SIGIO);
     }
-    if let Some(path) = &args.config {
-        let f = crate::config::load(path)?;
-        registry.set_settings(crate::config::host_settings(&f)?);
-    }
+    let file = match &args.config {
+        Some(path) => {
+            let f = crate::config::load(path)?;
+            registry.set_settings(crate::config::host_settings(&f)?);
+            f
+        }
+        None => crate::config::FileConfig::default(),
+    };
     let hosts = registry.rescan();
     tracing::info!("{hosts} virtual host(s) from {}", vhosts_dir.display());
 
@@ -76,14 +80,36 @@ pub fn run(mut args: Args) -> Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let (listeners, bound) =
-        match crate::listen::from_systemd(workers).context("socket activation")? {
-            Some(l) => {
-                tracing::info!("using {} socket(s) from systemd", l.1.len());
-                l
-            }
-            None => crate::listen::bind_all(&args.listen, workers).context("cannot listen")?,
-        };
+    let systemd = crate::listen::from_systemd(workers).context("socket activation")?;
+    let from_systemd = systemd.is_some();
+    let (mut listeners, mut bound) = match systemd {
+        Some(l) => {
+            tracing::info!("using {} socket(s) from systemd", l.1.len());
+            l
+        }
+        None => crate::listen::bind_all(&args.listen, workers).context("cannot listen")?,
+    };
+    let plain = bound.len();
+    if !args.listen_tls.is_empty() {
+        let (tls_listeners, tls_bound) =
+            crate::listen::bind_all(&args.listen_tls, workers).context("cannot listen (TLS)")?;
+        for (w, more) in listeners.iter_mut().zip(tls_listeners) {
+            w.extend(more);
+        }
+        bound.extend(tls_bound);
+    }
+    let certs = tls_certs(&args, &file)?;
+    let plain_addrs = if from_systemd {
+        bound[..plain].to_vec()
+    } else {
+        args.listen.clone()
+    };
+    let infos = listener_infos(&args, &file, &bound, &plain_addrs, certs.as_ref())?;
+    check_host_listeners(&file, &infos)?;
+    let https_port = infos
+        .iter()
+        .find(|l| l.tls.is_some())
+        .map(|l| l.bound.port());
 
     let (ebpf, ebpf_state) = start_ebpf(&args, &bound)?;
     let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);
@@ -120,6 +146,8 @@ pub fn run(mut args: Args) -> Result<()> {
         stop: AtomicBool::new(false),
         splicer,
         cold,
+        listeners: infos,
+        https_port,
     });
     let mut handles = Vec::new();
     let mut wakers = Vec::new();
@@ -133,8 +161,18 @@ pub fn run(mut args: Args) -> Result<()> {
                 .spawn(move || w.run(ls, sh))?,
         );
     }
-    for a in &bound {
-        tracing::info!("listening on {a} ({workers} workers, io {:?})", args.io);
+    for l in &shared.listeners {
+        tracing::info!(
+            "listening on {}{}{} ({workers} workers, io {:?})",
+            l.bound,
+            if l.tls.is_some() { " (TLS)" } else { "" },
+            if l.proxy.is_some() {
+                " (PROXY protocol)"
+            } else {
+                ""
+            },
+            args.io
+        );
     }
 
     let control = Arc::new(Control {
@@ -173,6 +211,9 @@ pub fn run(mut args: Args) -> Result<()> {
         .registry
         .watch(RESCAN)
         .with_context(|| format!("watching {}", vhosts_dir.display()))?;
+    if let Some(c) = &certs {
+        c.watch(RESCAN).context("watching the certificates")?;
+    }
 
     let ctl = control.clone();
     std::thread::Builder::new()
@@ -238,6 +279,106 @@ pub fn run(mut args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The certificate store, when there is a TLS listener: loaded once now (a listener without
+/// any certificate refuses every handshake, so that is an error at start-up).
+fn tls_certs(
+    args: &Args,
+    file: &crate::config::FileConfig,
+) -> Result<Option<Arc<crate::tls::certs::CertStore>>> {
+    if args.listen_tls.is_empty() {
+        return Ok(None);
+    }
+    let configured = crate::config::host_certs(file);
+    if args.tls_certs.is_none() && configured.is_empty() {
+        bail!("--listen-tls needs certificates: --tls-certs DIR or tls_cert/tls_key per host");
+    }
+    if let Some(d) = &args.tls_certs
+        && !d.is_dir()
+    {
+        bail!("--tls-certs {}: not a directory", d.display());
+    }
+    let store = Arc::new(crate::tls::certs::CertStore::new(
+        args.tls_certs.clone(),
+        configured,
+        crate::tls::provider(),
+    ));
+    let n = store.rescan();
+    if n == 0 {
+        bail!(
+            "no usable TLS certificate in {} (HOST.crt + HOST.key, PEM)",
+            args.tls_certs
+                .as_ref()
+                .map_or("the configuration".into(), |d| d.display().to_string())
+        );
+    }
+    tracing::info!("{n} TLS certificate(s): {}", store.names().join(", "));
+    Ok(Some(store))
+}
+
+/// What each bound listener is for: the first ones plain (configured as `plain`; systemd's
+/// sockets stand for themselves), then the TLS ones; the PROXY protocol where the command
+/// line or the file's `[listeners]` ask for it.
+fn listener_infos(
+    args: &Args,
+    file: &crate::config::FileConfig,
+    bound: &[std::net::SocketAddr],
+    plain: &[std::net::SocketAddr],
+    certs: Option<&Arc<crate::tls::certs::CertStore>>,
+) -> Result<Vec<crate::listen::ListenerInfo>> {
+    let tls = match certs {
+        Some(c) => Some(crate::tls::server_config(c.clone()).context("TLS configuration")?),
+        None => None,
+    };
+    let configured: Vec<std::net::SocketAddr> = plain
+        .iter()
+        .chain(args.listen_tls.iter())
+        .copied()
+        .collect();
+    let mut out = Vec::new();
+    for (i, &b) in bound.iter().enumerate() {
+        let addr = configured.get(i).copied().unwrap_or(b);
+        let named = |a: &std::net::SocketAddr| *a == addr || *a == b;
+        let section = file
+            .listeners
+            .iter()
+            .find(|(a, _)| named(a))
+            .map(|(_, l)| l);
+        let proxy =
+            args.proxy_protocol.iter().any(named) || section.is_some_and(|l| l.proxy_protocol);
+        let trusted = match section.and_then(|l| l.proxy_trusted.as_deref()) {
+            Some(v) => crate::config::nets(v)?,
+            None => args.proxy_trusted.clone(),
+        };
+        out.push(crate::listen::ListenerInfo {
+            addr,
+            bound: b,
+            tls: if i >= plain.len() { tls.clone() } else { None },
+            proxy: proxy.then(|| trusted.into()),
+        });
+    }
+    for a in &args.proxy_protocol {
+        if !out.iter().any(|l| l.is(*a)) {
+            bail!("--proxy-protocol {a}: not one of the listeners");
+        }
+    }
+    Ok(out)
+}
+
+/// Every listener a host names must exist.
+fn check_host_listeners(
+    file: &crate::config::FileConfig,
+    infos: &[crate::listen::ListenerInfo],
+) -> Result<()> {
+    for (name, h) in &file.hosts {
+        for a in &h.listeners {
+            if !infos.iter().any(|l| l.is(*a)) {
+                bail!("hosts.{name:?}.listeners: {a} is not one of the listeners");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn start_ebpf(args: &Args, bound: &[std::net::SocketAddr]) -> Result<(Option<Programs>, String)> {

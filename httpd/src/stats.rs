@@ -45,6 +45,12 @@ pub struct Stats {
     pub cold_in_flight: AtomicI64,
     /// Failed exchanges by class (`forward::ErrorClass`).
     pub proxy_errors: [AtomicU64; ErrorClass::ALL.len()],
+    /// TLS handshakes completed in full, resumed, and failed by reason.
+    pub tls_full: AtomicU64,
+    pub tls_resumed: AtomicU64,
+    pub tls_failures: [AtomicU64; TlsFailure::ALL.len()],
+    /// Connections closed on a PROXY protocol listener: untrusted source, bad header.
+    pub proxy_refused: AtomicU64,
 }
 
 impl Default for Stats {
@@ -73,6 +79,10 @@ impl Default for Stats {
             cold_wait_us: AtomicU64::new(0),
             cold_in_flight: AtomicI64::new(0),
             proxy_errors: Default::default(),
+            tls_full: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
+            tls_failures: Default::default(),
+            proxy_refused: AtomicU64::new(0),
         }
     }
 }
@@ -103,6 +113,10 @@ pub struct Snapshot {
     pub cold_wait_us: u64,
     pub cold_in_flight: i64,
     pub proxy_errors: [u64; ErrorClass::ALL.len()],
+    pub tls_full: u64,
+    pub tls_resumed: u64,
+    pub tls_failures: [u64; TlsFailure::ALL.len()],
+    pub proxy_refused: u64,
 }
 
 impl Stats {
@@ -115,7 +129,7 @@ impl Stats {
                 200 => add(&self.static_hits, 1),
                 206 => add(&self.partial, 1),
                 304 => add(&self.not_modified, 1),
-                301 => add(&self.redirects, 1),
+                301 | 308 => add(&self.redirects, 1),
                 _ => {}
             }
         }
@@ -152,6 +166,10 @@ impl Stats {
             cold_wait_us: get(&self.cold_wait_us),
             cold_in_flight: self.cold_in_flight.load(Ordering::Relaxed),
             proxy_errors: std::array::from_fn(|i| get(&self.proxy_errors[i])),
+            tls_full: get(&self.tls_full),
+            tls_resumed: get(&self.tls_resumed),
+            tls_failures: std::array::from_fn(|i| get(&self.tls_failures[i])),
+            proxy_refused: get(&self.proxy_refused),
         }
     }
 
@@ -164,6 +182,50 @@ impl Stats {
         } else if class.upstream_failure() {
             add(&self.upstream_failures, 1);
         }
+    }
+}
+
+/// Why a TLS handshake failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// Not TLS, or broken TLS (junk, a bad message, a record that does not decrypt).
+    Protocol,
+    /// No certificate for the name asked (and no `__default__`).
+    NoCertificate,
+    /// Nothing in common: versions, cipher suites, groups or ALPN protocols.
+    Incompatible,
+    /// The client refused (an alert: say, it does not trust the certificate).
+    Alert,
+    /// The client closed, or the header timeout passed, before the handshake ended.
+    Incomplete,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 5] = [
+        TlsFailure::Protocol,
+        TlsFailure::NoCertificate,
+        TlsFailure::Incompatible,
+        TlsFailure::Alert,
+        TlsFailure::Incomplete,
+    ];
+}
+
+impl Stats {
+    /// Counts a completed handshake.
+    pub fn tls_handshake(&self, resumed: bool) {
+        add(
+            if resumed {
+                &self.tls_resumed
+            } else {
+                &self.tls_full
+            },
+            1,
+        );
+    }
+
+    /// Counts a failed handshake.
+    pub fn tls_failed(&self, why: TlsFailure) {
+        add(&self.tls_failures[why as usize], 1);
     }
 }
 
@@ -270,7 +332,7 @@ pub const COUNTERS: &[Counter] = &[
     counter!("requests", "static hit", "requests"."static_hit", "httpd_requests_total"{"outcome"="static_hit"}, counter, "Requests by outcome.", |s| s.static_hits),
     counter!("requests", "304", "requests"."not_modified", "httpd_requests_total"{"outcome"="not_modified"}, counter, "", |s| s.not_modified),
     counter!("requests", "206", "requests"."partial", "httpd_requests_total"{"outcome"="partial"}, counter, "", |s| s.partial),
-    counter!("requests", "301", "requests"."redirect", "httpd_requests_total"{"outcome"="redirect"}, counter, "", |s| s.redirects),
+    counter!("requests", "redirect", "requests"."redirect", "httpd_requests_total"{"outcome"="redirect"}, counter, "", |s| s.redirects),
     counter!("requests", "forwarded", "requests"."forwarded", "httpd_requests_total"{"outcome"="forwarded"}, counter, "", |s| s.forwarded),
     counter!("requests", "4xx", "requests"."client_error", "httpd_errors_total"{"class"="4xx"}, counter, "Error responses by class.", |s| s.client_errors),
     counter!("requests", "5xx", "requests"."server_error", "httpd_errors_total"{"class"="5xx"}, counter, "", |s| s.server_errors),
@@ -295,6 +357,14 @@ pub const COUNTERS: &[Counter] = &[
     counter!("io", "bytes", "cold_reads"."bytes", "httpd_cold_read_bytes_total", counter, "Bytes read by cold reads.", |s| s.cold_bytes),
     counter!("io", "waited", "cold_reads"."wait_us", "httpd_cold_wait_seconds_total", counter, "Time connections waited for cold reads (queued and reading).", |s| s.cold_wait_us, Micros),
     counter!("io", "in flight", "cold_reads"."in_flight", "httpd_cold_reads_in_flight", gauge, "Cold reads queued or running.", |s| s.cold_in_flight),
+    counter!("tls", "full handshakes", "tls"."full", "httpd_tls_handshakes_total"{"kind"="full"}, counter, "TLS handshakes completed, full or resumed.", |s| s.tls_full),
+    counter!("tls", "resumed", "tls"."resumed", "httpd_tls_handshakes_total"{"kind"="resumed"}, counter, "", |s| s.tls_resumed),
+    counter!("tls failures", "protocol", "tls_failures"."protocol", "httpd_tls_failures_total"{"reason"="protocol"}, counter, "TLS handshakes that failed, by reason.", |s| s.tls_failures[0]),
+    counter!("tls failures", "no certificate", "tls_failures"."no_certificate", "httpd_tls_failures_total"{"reason"="no_certificate"}, counter, "", |s| s.tls_failures[1]),
+    counter!("tls failures", "incompatible", "tls_failures"."incompatible", "httpd_tls_failures_total"{"reason"="incompatible"}, counter, "", |s| s.tls_failures[2]),
+    counter!("tls failures", "alert", "tls_failures"."alert", "httpd_tls_failures_total"{"reason"="alert"}, counter, "", |s| s.tls_failures[3]),
+    counter!("tls failures", "incomplete", "tls_failures"."incomplete", "httpd_tls_failures_total"{"reason"="incomplete"}, counter, "", |s| s.tls_failures[4]),
+    counter!("proxy protocol", "refused", "proxy_protocol"."refused", "httpd_proxy_protocol_refused_total", counter, "Connections closed on a PROXY protocol listener: untrusted source or no valid header.", |s| s.proxy_refused),
 ];
 
 /// Counters of one host name, kept across webroot replacements.

@@ -51,10 +51,16 @@ impl Eq for Mount {}
 pub struct HostSettings {
     /// `Name: value\r\n` lines.
     pub headers: Vec<u8>,
+    /// The lines sent over HTTPS: `headers` and Strict-Transport-Security.
+    pub tls_headers: Vec<u8>,
     pub upstream_prefixes: Vec<Vec<u8>>,
     pub upstream: Option<std::net::SocketAddr>,
     /// Longest prefix first.
     pub mounts: Vec<Mount>,
+    /// Plain HTTP requests get a 308 to the same URL over HTTPS.
+    pub https_redirect: bool,
+    /// The listeners this host answers on (empty: every one).
+    pub listeners: Vec<std::net::SocketAddr>,
 }
 
 impl HostSettings {
@@ -64,6 +70,20 @@ impl HostSettings {
             .iter()
             .find(|m| path.starts_with(&m.prefix))
             .map(|m| (m, &path[m.prefix.len() - 1..]))
+    }
+
+    /// The extra header lines of a response (over TLS with Strict-Transport-Security).
+    pub fn headers_for(&self, tls: bool) -> &[u8] {
+        if tls {
+            &self.tls_headers
+        } else {
+            &self.headers
+        }
+    }
+
+    /// Whether the host answers on listener `l` (None: a connection of no listener, tests).
+    pub fn serves(&self, l: Option<&crate::listen::ListenerInfo>) -> bool {
+        self.listeners.is_empty() || l.is_some_and(|l| self.listeners.iter().any(|&a| l.is(a)))
     }
 }
 
@@ -143,6 +163,19 @@ impl HostTable {
             }
         }
         self.default.as_ref()
+    }
+
+    /// The host for a name on listener `l`: a host that does not answer there does not
+    /// exist there (that listener's `__default__` answers, if it does).
+    pub fn find_on(
+        &self,
+        host: Option<&[u8]>,
+        l: Option<&crate::listen::ListenerInfo>,
+    ) -> Option<&Arc<Host>> {
+        match self.find(host) {
+            Some(h) if h.settings.serves(l) => Some(h),
+            _ => self.default.as_ref().filter(|d| d.settings.serves(l)),
+        }
     }
 
     /// Every host, `__default__` included.

@@ -42,6 +42,10 @@ pub struct Shared {
     pub splicer: Option<Arc<crate::forward::splice::Splicer>>,
     /// The cold-send threads of `--io async-sendfile`.
     pub cold: Option<Arc<crate::cold::Pool>>,
+    /// What each listener is for, in the order of every worker's listeners.
+    pub listeners: Vec<crate::listen::ListenerInfo>,
+    /// The port of HTTPS redirects: the first TLS listener's.
+    pub https_port: Option<u16>,
 }
 
 pub struct Worker {
@@ -92,6 +96,7 @@ impl Worker {
                     if clock.drain_deadline.is_none() {
                         clock.stalled[t.0] = st.accept_and_drive(
                             &mut listeners[t.0],
+                            t.0,
                             &self.poll,
                             &shared,
                             &limits,
@@ -291,7 +296,7 @@ impl LoopState {
             for (i, l) in listeners.iter_mut().enumerate() {
                 if clock.stalled.get(i).copied().unwrap_or(false) {
                     clock.stalled[i] =
-                        self.accept_and_drive(l, poll, shared, limits, now, &mut clock.fresh);
+                        self.accept_and_drive(l, i, poll, shared, limits, now, &mut clock.fresh);
                 }
             }
             self.expire(poll, shared, limits, now, clock.drain_deadline.is_some());
@@ -387,9 +392,11 @@ impl LoopState {
 
     /// Accepts what is queued and drives each new connection at once: with deferred accept
     /// the request is usually there already. Returns true when accept failed (retry later).
+    #[allow(clippy::too_many_arguments)]
     fn accept_and_drive(
         &mut self,
         l: &mut TcpListener,
+        index: usize,
         poll: &Poll,
         shared: &Shared,
         limits: &Limits,
@@ -397,7 +404,7 @@ impl LoopState {
         fresh: &mut Vec<usize>,
     ) -> bool {
         fresh.clear();
-        let stalled = accept(l, &mut self.conns, shared, now, fresh);
+        let stalled = accept(l, index, &mut self.conns, shared, now, fresh);
         for &key in fresh.iter() {
             self.drive(
                 poll,
@@ -435,6 +442,8 @@ impl LoopState {
             spare_bufs: &mut self.spare_bufs,
             probe: &mut self.probe,
             stats: &self.stats,
+            listeners: &shared.listeners,
+            https_port: shared.https_port,
             up: limits.upstream.map(|u| UpCtx {
                 registry: poll.registry(),
                 owner: key,
@@ -598,6 +607,7 @@ impl LoopState {
     fn close(&mut self, poll: &Poll, key: usize, shared: &Shared) {
         if let Some(mut c) = self.conns.try_remove(key) {
             shared.open.fetch_sub(1, Ordering::Relaxed);
+            c.closed(&self.stats);
             if let (Some(serial), Some(reads)) = (c.cold_serial(), self.reads.as_mut()) {
                 reads.cancel(key, serial);
             }
@@ -637,6 +647,7 @@ fn client_token(nl: usize, key: usize) -> Token {
 
 fn accept(
     l: &mut TcpListener,
+    index: usize,
     conns: &mut Slab<Conn>,
     shared: &Shared,
     now: Instant,
@@ -649,9 +660,25 @@ fn accept(
                     drop(sock); // over the limit: refuse by closing at once
                     continue;
                 }
-                shared.open.fetch_add(1, Ordering::Relaxed);
-                // Registered with epoll after its first drive (LoopState::drive).
-                fresh.push(conns.insert(Conn::new(sock, peer, now)));
+                let Some(info) = shared.listeners.get(index) else {
+                    continue;
+                };
+                if let Some(nets) = &info.proxy
+                    && !crate::proxyproto::trusted(nets, peer.ip())
+                {
+                    // Not a proxy this listener trusts: it may not say who the client is.
+                    shared.stats.proxy_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("{peer}: not a trusted PROXY protocol source; closed");
+                    continue;
+                }
+                match Conn::new(sock, peer, now, index, info) {
+                    Ok(c) => {
+                        shared.open.fetch_add(1, Ordering::Relaxed);
+                        // Registered with epoll after its first drive (LoopState::drive).
+                        fresh.push(conns.insert(c));
+                    }
+                    Err(e) => tracing::warn!("{peer}: {e}"),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -211,6 +211,7 @@ fn rewrite(head: &[u8], h: &Head<'_>) {
         head,
         h,
         "192.0.2.1".parse().unwrap(),
+        false,
         "fallback.test",
         &mut out,
     );

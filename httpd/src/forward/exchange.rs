@@ -354,7 +354,7 @@ impl Exchange {
             .log
             .host
             .as_ref()
-            .map_or(&[][..], |h| h.settings.headers.as_slice());
+            .map_or(&[][..], |h| h.settings.headers_for(self.log.tls.is_some()));
         let side = HeadSide {
             extra_headers: extra,
             date: t.date,

@@ -50,6 +50,8 @@ pub struct LogFields {
     /// The host the request was routed to (its log and counters), even if it is removed
     /// meanwhile.
     pub host: Option<Arc<HostMeta>>,
+    /// TLS version and cipher suite of the client connection (None: plain HTTP).
+    pub tls: Option<(&'static str, &'static str)>,
 }
 
 /// Longest logged field kept for a forwarded request.
@@ -87,6 +89,7 @@ impl LogFields {
             has_user_agent: user_agent.is_some(),
             minor,
             host,
+            tls: None,
         }
     }
 

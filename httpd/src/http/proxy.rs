@@ -116,6 +116,7 @@ pub fn upstream_request(
     raw_head: &[u8],
     h: &Head<'_>,
     client: IpAddr,
+    https: bool,
     fallback_host: &str,
     out: &mut Vec<u8>,
 ) {
@@ -152,7 +153,11 @@ pub fn upstream_request(
     out.extend_from_slice(b"X-Forwarded-For: ");
     push_joined(out, h.lines(ListField::ForwardedFor));
     push_ip(out, client);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    out.extend_from_slice(if https {
+        &b"\r\nX-Forwarded-Proto: https\r\n"[..]
+    } else {
+        b"\r\nX-Forwarded-Proto: http\r\n"
+    });
     if let Some(host) = authority.or(h.host) {
         field(out, b"X-Forwarded-Host", host);
     }
@@ -597,6 +602,7 @@ mod tests {
             &raw[..h.len],
             &h,
             "127.0.0.1".parse().unwrap(),
+            false,
             "up",
             &mut out,
         );
@@ -625,7 +631,7 @@ mod tests {
         ] {
             let h = parse(raw).unwrap().unwrap();
             let mut out = Vec::new();
-            upstream_request(raw, &h, "127.0.0.1".parse().unwrap(), "fb", &mut out);
+            upstream_request(raw, &h, "127.0.0.1".parse().unwrap(), false, "fb", &mut out);
             let s = String::from_utf8(out).unwrap();
             assert_eq!(s.matches("\r\nHost: x\r\n").count(), 1, "{s}");
             assert!(!s.contains("onnection"), "{s}");
@@ -643,6 +649,7 @@ mod tests {
                 &raw[..h.len],
                 &h,
                 "127.0.0.1".parse().unwrap(),
+                false,
                 "up",
                 &mut out,
             );
