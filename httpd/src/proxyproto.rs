@@ -53,9 +53,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, HeaderError> {
         let line = &buf[..i + 2];
         let r = HeaderResult::parse(line);
         if r.is_incomplete() {
-            return Err(HeaderError::Invalid(
-                "v1 line without its addresses".into(),
-            ));
+            return Err(HeaderError::Invalid("v1 line without its addresses".into()));
         }
         return done(r);
     }

@@ -8,6 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod tls;
+pub use tls::{Stream, TestCa, tls_mode};
+
 /// Path of a workspace binary. `cargo xtask test` builds them (release) before the tests run.
 pub fn bin(name: &str) -> PathBuf {
     if let Some(dir) = std::env::var_os("HTTPD_BIN_DIR") {
@@ -67,7 +70,13 @@ pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
 /// A running httpd, killed by PID when dropped.
 pub struct Httpd {
     child: Child,
+    /// Where the suites talk to it: the HTTPS listener in the HTTPS mode, else the first plain
+    /// one.
     pub addr: SocketAddr,
+    /// The first plain listener.
+    pub plain: SocketAddr,
+    /// Every listener, in the order of its log lines, with whether it is TLS.
+    pub listeners: Vec<(SocketAddr, bool)>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -96,6 +105,13 @@ impl Httpd {
         if !extra.contains(&"--workers") {
             cmd.args(["--workers", "2"]);
         }
+        // HTTPD_TEST_TLS=1: the suites again over HTTPS (a TLS listener, the suite CA's
+        // certificates).
+        let tls_suite = tls_mode() && !extra.contains(&"--listen-tls");
+        if tls_suite {
+            cmd.args(["--listen-tls", "127.0.0.1:0", "--tls-certs"]);
+            cmd.arg(&tls::suite_ca().dir);
+        }
         cmd.args(extra);
         // An empty path: the vhosts directory comes from --config.
         if !vhosts.as_os_str().is_empty() {
@@ -121,18 +137,28 @@ impl Httpd {
                 if let Some(i) = line.find("listening on ") {
                     let rest = &line[i + "listening on ".len()..];
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, rest.contains("(TLS)")));
                 }
                 eprintln!("[httpd] {line}");
                 log2.lock().expect("log").push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().expect("listen address"),
+        let mut listeners: Vec<(SocketAddr, bool)> = Vec::new();
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok((a, tls)) => listeners.push((a.parse().expect("listen address"), tls)),
             Err(_) => {
                 let _ = child.kill();
                 panic!("httpd did not start: {:?}", log.lock().expect("log"));
             }
+        }
+        // The other listeners are logged right after the first.
+        while let Ok((a, tls)) = rx.recv_timeout(Duration::from_millis(200)) {
+            listeners.push((a.parse().expect("listen address"), tls));
+        }
+        let plain = listeners.iter().find(|l| !l.1).unwrap_or(&listeners[0]).0;
+        let addr = match listeners.iter().find(|l| l.1) {
+            Some(l) if tls_suite => l.0,
+            _ => plain,
         };
         if partial_io() {
             let pids = std::fs::read_to_string(mark.path()).unwrap_or_default();
@@ -141,15 +167,32 @@ impl Httpd {
                 "the partial-I/O shim is not loaded in httpd"
             );
         }
-        Httpd { child, addr, log }
+        Httpd {
+            child,
+            addr,
+            plain,
+            listeners,
+            log,
+        }
     }
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
+    /// The URL of `path` where the suites talk to it (https in the HTTPS mode).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.addr == self.plain {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// The first TLS listener.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| l.1).map(|l| l.0)
     }
 
     /// Lines httpd wrote to stderr so far.
@@ -212,11 +255,12 @@ impl Drop for Httpd {
 
 /// curl with the given arguments; returns its output (status not checked).
 pub fn curl(args: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-s", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("run curl")
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "20"]);
+    if tls_mode() {
+        cmd.arg("--cacert").arg(tls::suite_ca().ca_file());
+    }
+    cmd.args(args).output().expect("run curl")
 }
 
 /// A parsed response.
@@ -311,21 +355,23 @@ pub fn read_response(r: &mut impl BufRead, head_only: bool) -> std::io::Result<R
 
 /// A raw client connection.
 pub struct Raw {
-    pub reader: BufReader<TcpStream>,
+    pub reader: BufReader<Stream>,
 }
 
 impl Raw {
+    /// A connection to `addr` (TLS in the HTTPS mode).
     pub fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        let s = Stream::connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(10)));
         Raw {
             reader: BufReader::new(s),
         }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).expect("send");
+        let s = self.reader.get_mut();
+        s.write_all(bytes).expect("send");
+        s.flush().expect("send");
     }
 
     pub fn response(&mut self, head_only: bool) -> Response {
@@ -460,6 +506,9 @@ pub fn tunnel_sizes() -> [usize; 4] {
 /// sends `payload` bytes, shuts its write side and must get every byte echoed before the
 /// close; otherwise (`/ws?send=N`) the app sends N bytes and closes first. Every byte checked.
 pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool) {
+    if tls_mode() {
+        return tunnel_tls(addr, path, payload, client_closes);
+    }
     let (c, head) = open_tunnel(addr, path, Duration::from_secs(30));
     assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
     let mut r = &c;
@@ -485,6 +534,62 @@ pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
     } else {
         let mut got = Vec::new();
         r.read_to_end(&mut got).unwrap();
+        let want: Vec<u8> = (0..payload as u64)
+            .map(|i| ((i % 65536) % 253) as u8)
+            .collect();
+        assert_eq!(got.len(), payload, "every byte before the upstream's close");
+        assert!(got == want);
+    }
+}
+
+/// [`tunnel`] over TLS, in one thread (a TLS stream has one state for both directions): the
+/// payload is written a piece at a time between short reads of the echo.
+fn tunnel_tls(addr: SocketAddr, path: &str, payload: usize, client_closes: bool) {
+    let mut c = Stream::connect(addr);
+    c.set_read_timeout(Some(Duration::from_secs(30)));
+    c.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.flush().unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    if client_closes {
+        let data: Vec<u8> = (0..payload).map(|i| (i * 7 % 256) as u8).collect();
+        let mut sent = 0;
+        c.set_read_timeout(Some(Duration::from_millis(2)));
+        while sent < data.len() {
+            let n = (data.len() - sent).min(16 * 1024);
+            c.write_all(&data[sent..sent + n]).unwrap();
+            c.flush().unwrap();
+            sent += n;
+            match c.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("tunnel read: {e}"),
+            }
+        }
+        c.shutdown_write();
+        c.set_read_timeout(Some(Duration::from_secs(30)));
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), data.len(), "every byte echoed before the close");
+        assert!(got == data);
+    } else {
+        c.read_to_end(&mut got).unwrap();
         let want: Vec<u8> = (0..payload as u64)
             .map(|i| ((i % 65536) % 253) as u8)
             .collect();

@@ -2,13 +2,12 @@
 //! failures, and request smuggling checked on the upstream's side.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tests::{
-    App, Httpd, Raw, curl, json_int, mkroot, peak_rss_kib, request, scaled, tunnel, tunnel_sizes,
-    write_tree,
+    App, Httpd, Raw, Stream, curl, json_int, mkroot, peak_rss_kib, request, scaled, tunnel,
+    tunnel_sizes, write_tree,
 };
 
 struct Setup {
@@ -119,7 +118,11 @@ fn headers_are_rewritten_both_ways() {
     assert!(b.contains("Host: Example.org:8080\r\n"), "{b}");
     assert!(b.contains("X-Custom: kept\r\n"));
     assert!(b.contains("X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n"));
-    assert!(b.contains("X-Forwarded-Proto: http\r\n"));
+    let proto = if tests::tls_mode() { "https" } else { "http" };
+    assert!(
+        b.contains(&format!("X-Forwarded-Proto: {proto}\r\n")),
+        "{b}"
+    );
     assert!(b.contains("X-Forwarded-Host: Example.org:8080\r\n"));
     assert!(b.contains("Via: 1.1 httpd\r\n"));
     // Response side: Via added, Date present, hop-by-hop from the app removed.
@@ -237,11 +240,12 @@ fn a_gigabyte_each_way_in_bounded_memory() {
     let h = start(&s, &app, &[]);
     let gib = scaled(1 << 30, 4 << 20) as u64;
     // Download.
-    let mut c = TcpStream::connect(h.addr).unwrap();
+    let mut c = Stream::connect(h.addr);
     c.write_all(
         format!("GET /big?bytes={gib} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .unwrap();
+    c.flush().unwrap();
     let mut total = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -256,7 +260,12 @@ fn a_gigabyte_each_way_in_bounded_memory() {
     let o = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "head -c {gib} /dev/zero | curl -s --max-time 120 -T - -H 'Transfer-Encoding: chunked' {}",
+            "head -c {gib} /dev/zero | curl -s --max-time 120 {} -T - -H 'Transfer-Encoding: chunked' {}",
+            if tests::tls_mode() {
+                format!("--cacert {}", tests::tls::suite_ca().ca_file().display())
+            } else {
+                String::new()
+            },
             h.url("/upload")
         ))
         .output()
@@ -311,10 +320,11 @@ fn upstream_failures_give_502_504_and_recovery() {
     assert_eq!(o.status.code(), Some(18), "curl reports a partial transfer");
     // An interim response, then the upstream closes: the client gets the 103 and then a 502
     // (a final response may follow a 1xx), not a bare close.
-    let mut s = std::net::TcpStream::connect(h.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = Stream::connect(h.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10)));
     s.write_all(b"GET /badresp?k=7 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
+    s.flush().unwrap();
     let mut r = std::io::BufReader::new(s);
     assert_eq!(tests::read_response(&mut r, false).unwrap().status, 103);
     assert_eq!(tests::read_response(&mut r, false).unwrap().status, 502);
@@ -527,9 +537,10 @@ fn smuggling_vectors_never_reach_the_upstream() {
         format!("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
     ];
     for v in &vectors {
-        let mut c = TcpStream::connect(h.addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = Stream::connect(h.addr);
+        c.set_read_timeout(Some(Duration::from_secs(10)));
         c.write_all(v.as_bytes()).unwrap();
+        c.flush().unwrap();
         let mut resp = Vec::new();
         let _ = c.read_to_end(&mut resp); // the connection must close
         let text = String::from_utf8_lossy(&resp);

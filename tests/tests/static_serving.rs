@@ -466,10 +466,7 @@ fn pipelining_and_keep_alive() {
                 assert_eq!(r.status, 200);
             }
             c.send(b"GET /app.js HTTP/1.1\r\nHost: h\r\n\r\n");
-            c.reader
-                .get_ref()
-                .shutdown(std::net::Shutdown::Write)
-                .unwrap();
+            c.reader.get_mut().shutdown_write();
             assert_eq!(c.response(false).status, 200);
             assert!(c.closed(), "closed after the half-close (warm: {warm})");
         }
@@ -495,7 +492,12 @@ fn wget_downloads() {
     let h = Httpd::start(&s.vhosts, &[]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("big.bin");
-    let st = std::process::Command::new("wget")
+    let mut wget = std::process::Command::new("wget");
+    if tests::tls_mode() {
+        wget.arg("--ca-certificate")
+            .arg(tests::tls::suite_ca().ca_file());
+    }
+    let st = wget
         .args(["-q", "-O"])
         .arg(&out)
         .arg(h.url("/big.bin"))

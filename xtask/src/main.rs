@@ -160,6 +160,8 @@ fn test(extra: &[String]) -> Result<()> {
     args.extend(extra.iter().map(String::as_str));
     cmd::cargo(&args)?;
     if extra.is_empty() {
+        // The functional suites again over HTTPS.
+        functional_suites(&[("HTTPD_TEST_TLS", "1".as_ref())], &[])?;
         partial_io_run()?;
         ebpf_run()?;
         let target = cmd::root().join("target");
@@ -226,6 +228,15 @@ fn partial_io_run() -> Result<()> {
         &[
             ("HTTPD_TEST_PRELOAD", so.as_os_str()),
             ("PARTIAL_IO_MAX", "7".as_ref()),
+        ],
+        &[],
+    )?;
+    // And over HTTPS: TLS records cut anywhere, handshakes a few bytes at a time.
+    functional_suites(
+        &[
+            ("HTTPD_TEST_PRELOAD", so.as_os_str()),
+            ("PARTIAL_IO_MAX", "7".as_ref()),
+            ("HTTPD_TEST_TLS", "1".as_ref()),
         ],
         &[],
     )

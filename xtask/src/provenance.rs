@@ -141,6 +141,7 @@ fn needs() -> Vec<(Locate, String)> {
         ),
         (prog("curl"), "tests"),
         (prog("wget"), "tests (static_serving)"),
+        (prog("openssl"), "tests (tls: s_client), bench --only tls"),
         (prog("python3"), "tests (control: sd_notify peer)"),
         (prog("sh"), "tests (forward)"),
         (prog("head"), "tests (forward)"),

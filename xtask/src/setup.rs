@@ -36,6 +36,7 @@ pub const PACKAGES: &[&str] = &[
     "procps",
     "wget",
     "bpftool",
+    "openssl",
 ];
 
 fn installed(pkg: &str) -> bool {
