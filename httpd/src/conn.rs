@@ -329,8 +329,14 @@ impl Conn {
         self.want_read || self.tls.as_ref().is_some_and(|t| t.wants_input())
     }
 
-    /// The connection is closing: a handshake cut short is counted as failed.
+    /// The connection is closing: a handshake cut short is counted as failed, a connection
+    /// that never sent its PROXY protocol header as refused.
     pub fn closed(&mut self, stats: &crate::stats::Stats) {
+        if self.proxy_header {
+            stats
+                .proxy_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(t) = &mut self.tls {
             t.abandoned(stats);
         }
@@ -471,9 +477,7 @@ impl Conn {
                 Ok(true) => {}
                 Ok(false) => return Drive::Open(Again::OnEvent),
                 Err(e) => {
-                    ctx.stats
-                        .proxy_refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Counted when it closes (`closed`), as one that times out is.
                     tracing::debug!("{}: PROXY protocol: {e}", self.peer);
                     return Drive::Close;
                 }
