@@ -25,6 +25,8 @@ pub struct Control {
     /// The configuration file, re-read by reload.
     pub config: Option<std::path::PathBuf>,
     pub reloading: Mutex<()>,
+    /// The TLS certificates (a TLS listener is open).
+    pub certs: Option<Arc<crate::tls::certs::CertStore>>,
 }
 
 fn join(errors: &[std::io::Error]) -> String {
@@ -61,9 +63,14 @@ impl Control {
         let _one = self.reloading.lock();
         let mut note = String::new();
         if let Some(path) = &self.config {
-            match crate::config::load(path).and_then(|f| crate::config::host_settings(&f)) {
-                Ok(settings) => {
+            let loaded =
+                crate::config::load(path).and_then(|f| Ok((crate::config::host_settings(&f)?, f)));
+            match loaded {
+                Ok((settings, f)) => {
                     self.shared.registry.set_settings(settings);
+                    if let Some(c) = &self.certs {
+                        c.set_configured(crate::config::host_certs(&f));
+                    }
                     note = format!(", host settings from {}", path.display());
                 }
                 Err(e) => {
@@ -73,6 +80,9 @@ impl Control {
         }
         // Entries refused before (a permission since fixed, say) are tried again.
         let n = self.shared.registry.reload();
+        if let Some(c) = &self.certs {
+            let _ = write!(note, ", {} TLS certificate(s)", c.reload());
+        }
         format!("reloaded: {n} virtual host(s){note}\n")
     }
 

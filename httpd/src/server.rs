@@ -183,6 +183,7 @@ pub fn run(mut args: Args) -> Result<()> {
         workers,
         config: args.config.clone(),
         reloading: Mutex::new(()),
+        certs: certs.clone(),
     });
     if let Some(path) = &args.control {
         control

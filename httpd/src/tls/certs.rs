@@ -108,7 +108,7 @@ pub struct CertStore {
     dir: Option<PathBuf>,
     /// Pairs named in the configuration file, by lower-cased host name (they win over the
     /// directory's).
-    configured: BTreeMap<String, PairFiles>,
+    configured: Mutex<BTreeMap<String, PairFiles>>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
     seen: Mutex<HashMap<String, Seen>>,
@@ -128,7 +128,7 @@ impl CertStore {
     ) -> CertStore {
         CertStore {
             dir,
-            configured,
+            configured: Mutex::new(configured),
             provider,
             current: RwLock::new(Arc::new(Loaded::default())),
             seen: Mutex::new(HashMap::new()),
@@ -160,10 +160,24 @@ impl CertStore {
                 );
             }
         }
-        for (name, files) in &self.configured {
+        for (name, files) in lock(&self.configured).iter() {
             out.insert(name.clone(), files.clone());
         }
         out
+    }
+
+    /// The configuration file's pairs changed (a reload): the next scans use these.
+    pub fn set_configured(&self, configured: BTreeMap<String, PairFiles>) {
+        *lock(&self.configured) = configured;
+    }
+
+    /// Loads every pair again, changed or not (a reload: a pair refused before may load now).
+    /// Returns how many pairs serve.
+    pub fn reload(&self) -> usize {
+        for s in lock(&self.seen).values_mut() {
+            s.ids = (None, None);
+        }
+        self.rescan()
     }
 
     /// Loads what changed since the last scan and publishes the result. Returns how many pairs
@@ -264,7 +278,7 @@ impl CertStore {
         })
         .map_err(std::io::Error::other)?;
         let mut dirs: Vec<PathBuf> = self.dir.iter().cloned().collect();
-        for f in self.configured.values() {
+        for f in lock(&self.configured).values() {
             for p in [&f.cert, &f.key] {
                 if let Some(d) = p.parent() {
                     dirs.push(d.to_path_buf());
