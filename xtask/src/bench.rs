@@ -56,7 +56,7 @@ impl Measure {
     pub(crate) fn mibs(&self) -> f64 {
         self.bytes as f64 / self.seconds / (1024.0 * 1024.0)
     }
-    fn cpu_per_req(&self) -> f64 {
+    pub(crate) fn cpu_per_req(&self) -> f64 {
         self.cpu_us / self.requests.max(1) as f64
     }
     fn user_per_req(&self) -> f64 {
@@ -213,6 +213,23 @@ pub(crate) fn run_wrk(
     seconds: u32,
     server: u32,
 ) -> Result<Measure> {
+    run_wrk_url(
+        &format!("http://127.0.0.1:{port}/"),
+        s,
+        script,
+        seconds,
+        server,
+    )
+}
+
+/// [`run_wrk`] against a URL (https for the TLS rows).
+pub(crate) fn run_wrk_url(
+    url: &str,
+    s: &Scenario,
+    script: &Path,
+    seconds: u32,
+    server: u32,
+) -> Result<Measure> {
     let pids = pids_of(server);
     let hz = clock_ticks_per_sec();
     let before = cpu_split(&pids);
@@ -223,7 +240,7 @@ pub(crate) fn run_wrk(
         .arg(format!("-d{seconds}s"))
         .args(["--latency", "--timeout", "30s", "-s"])
         .arg(script)
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(url)
         .output()
         .context("run wrk")?;
     let _elapsed = started.elapsed();
@@ -326,7 +343,7 @@ pub(crate) fn start_httpd(
 }
 
 /// A scenario's figures: httpd, nginx, and the floor proxy where it ran.
-type Row = (&'static str, Measure, Measure, Option<Measure>);
+pub(crate) type Row = (&'static str, Measure, Measure, Option<Measure>);
 
 /// The floor proxy (`tests/src/bin/floor_proxy.rs`) on httpd's port, pinned like the servers.
 fn run_floor(bin: &Path, s: &Scenario, script: &Path, seconds: u32) -> Result<Measure> {
@@ -650,6 +667,14 @@ pub fn bench(
     if !rows.is_empty() {
         server_tables(&rows, &mut md);
     }
+    if only.is_some_and(|o| o.contains("tls")) {
+        let tls = crate::tls_bench::run(&bin, &work, &src, &vhosts, &files, seconds)?;
+        crate::tls_bench::markdown(&tls, &mut md);
+        let errors: u64 = tls.iter().map(|(_, h, n, _)| h.errors + n.errors).sum();
+        if errors > 0 {
+            bail!("{errors} TLS responses failed the check");
+        }
+    }
     if only.is_none_or(|o| o.contains("tunnel")) {
         let tunnels = crate::tunnel_bench::run(&bin, &work, &vhosts, seconds)?;
         crate::tunnel_bench::markdown(&tunnels, &mut md);
@@ -672,7 +697,7 @@ pub fn bench(
 }
 
 /// The httpd-against-nginx table and its ratios.
-fn server_tables(rows: &[Row], md: &mut String) {
+pub(crate) fn server_tables(rows: &[Row], md: &mut String) {
     let _ = writeln!(
         md,
         "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | CPU us/req | user us/req | errors |"

@@ -10,6 +10,7 @@ mod provenance;
 mod run;
 mod setup;
 mod soak;
+mod tls_bench;
 mod tunnel_bench;
 
 use anyhow::Result;
