@@ -271,12 +271,15 @@ pub fn run(
             "-reuse",
         ),
     ] {
+        // Warm up (a second), then measure.
         let h = {
             let srv = start_httpd_tls(bin, vhosts, &certs)?;
+            s_time(HTTPD_PORT, mode, &small.0, 1, srv.0.id())?;
             s_time(HTTPD_PORT, mode, &small.0, seconds, srv.0.id())?
         };
         let n = {
             let srv = start_nginx_tls(work, src, &certs)?;
+            s_time(NGINX_PORT, mode, &small.0, 1, srv.0.id())?;
             s_time(NGINX_PORT, mode, &small.0, seconds, srv.0.id())?
         };
         eprintln!(
