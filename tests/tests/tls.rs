@@ -606,3 +606,61 @@ fn hosts_bound_to_listeners_redirect_and_hsts() {
         "{log}"
     );
 }
+
+#[test]
+fn certificates_from_the_configuration_file() {
+    let s = site();
+    // b.test's pair lives elsewhere, named in the file; it wins over the directory's.
+    let elsewhere = s.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let (crt, key) = s.ca.leaf("b from the file", &["b.test"]);
+    std::fs::write(elsewhere.join("b.pem"), &crt).unwrap();
+    std::fs::write(elsewhere.join("b.key"), &key).unwrap();
+    let cfg = s.path("httpd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[hosts.\"b.test\"]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            elsewhere.join("b.pem"),
+            elsewhere.join("b.key")
+        ),
+    )
+    .unwrap();
+    let control = s.path("ctl.sock");
+    let (h, tls) = start(
+        &s,
+        &[
+            "--config",
+            &cfg.to_string_lossy(),
+            "--control",
+            &control.to_string_lossy(),
+        ],
+    );
+    let want = |pem: &[u8]| {
+        CertificateDer::pem_slice_iter(pem)
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
+    assert!(fetch(tls, "b.test", &s.ca).unwrap().0 == want(crt.as_bytes()));
+    assert!(fetch(tls, "a.test", &s.ca).unwrap().0 == file_cert(&s.ca.dir, "a.test"));
+    // Replaced in place (not renamed): picked up too.
+    let (crt2, key2) = s.ca.leaf("b again", &["b.test"]);
+    std::fs::write(elsewhere.join("b.key"), &key2).unwrap();
+    std::fs::write(elsewhere.join("b.pem"), &crt2).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while fetch(tls, "b.test", &s.ca).unwrap().0 != want(crt2.as_bytes()) {
+        assert!(Instant::now() < end, "the replaced pair was not loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The status text has the TLS lines.
+    let out = Command::new(tests::bin("httpd"))
+        .args(["ctl", "status", "--control"])
+        .arg(&control)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("full handshakes"), "{text}");
+    drop(h);
+}
