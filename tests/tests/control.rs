@@ -397,7 +397,7 @@ fn json_referer_and_agent_logs() {
     assert!(access.starts_with("{\"time\":\""), "{access}");
     assert!(
         access.contains(
-            "\"status\":200,\"bytes\":3,\"referer\":\"http://r/\\\"x\",\"user_agent\":\"ua/1\"}"
+            "\"status\":200,\"bytes\":3,\"referer\":\"http://r/\\\"x\",\"user_agent\":\"ua/1\",\"tls\":null,\"cipher\":null}"
         ),
         "{access}"
     );
