@@ -514,8 +514,19 @@ pub fn socket_queues(
     };
     check(sent)?;
     let mut buf = [0u8; 1024];
+    // The kernel answers a sock_diag request inside send(): the reply is queued by now. Never
+    // wait for one (this runs on a worker's loop): a request the kernel dropped (cut short, say)
+    // gets no reply, and a blocking recv would freeze the worker for good (the partial-I/O run
+    // found it). No reply: an error, so the caller asks again later.
     // SAFETY: recv writes at most buf.len() bytes into the local buffer.
-    let n = check(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })?;
+    let n = check(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })?;
     let hdr_len = std::mem::size_of::<libc::nlmsghdr>();
     if n < hdr_len {
         return Err(io::Error::other("short sock_diag reply"));

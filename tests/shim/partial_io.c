@@ -1,6 +1,6 @@
 /* LD_PRELOAD shim for the partial-I/O test run: every read and write on a socket moves at most
  * PARTIAL_IO_MAX bytes (default 7) per call, so httpd's handling of short reads and writes is
- * exercised on every path. Files, pipes and eventfds are left alone. On load it writes its PID
+ * exercised on every path. Files, pipes, eventfds and non-TCP sockets are left alone. On load it writes its PID
  * to the file named by PARTIAL_IO_MARK, so tests can check it is really in place.
  *
  * A real TCP read is short only when the socket's queue is empty, and httpd relies on that
@@ -35,9 +35,17 @@ __attribute__((constructor)) static void init(void) {
     }
 }
 
+/* TCP sockets only: a netlink request (sock_diag) or a unix datagram cut short is not a
+ * short read or write, it is a different message. */
 static int is_sock(int fd) {
     struct stat st;
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
+    int dom = 0, type = 0;
+    socklen_t l = sizeof dom;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) != 0) return 0;
+    l = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) != 0) return 0;
+    return (dom == AF_INET || dom == AF_INET6) && type == SOCK_STREAM;
 }
 
 #define NEXT(name) static __typeof__(name) *real_##name; if (!real_##name) real_##name = dlsym(RTLD_NEXT, #name)

@@ -117,8 +117,10 @@ impl Httpd {
         if !vhosts.as_os_str().is_empty() {
             cmd.arg(vhosts);
         }
+        // HTTPD_TEST_LOG=debug: httpd's own diagnostics in the test output.
+        let level = std::env::var("HTTPD_TEST_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // The partial-I/O run: every socket read and write of httpd cut to a few bytes.
