@@ -223,8 +223,9 @@ pub fn run(
             true,
         ),
         scenario("TLS 1 MiB file, 8 conns", vec![big], 8, false, false),
+        // wrk keeps each connection's session: every new connection resumes (a ticket).
         scenario(
-            "TLS full handshake per request, small file",
+            "TLS new connection per request (resumed), small file",
             vec![small.clone()],
             16,
             true,
