@@ -749,7 +749,7 @@ impl Conn {
             let Some(tls) = self.tls.as_mut() else {
                 break;
             };
-            match tls.read(&self.sock, &mut self.rbuf[self.end..], stats) {
+            match tls.read(&self.sock, &mut self.rbuf[self.end..], self.want_read, stats) {
                 Ok(crate::tls::Got::Plain(n)) => {
                     self.end += n;
                     got = true;
@@ -762,6 +762,9 @@ impl Conn {
                     }
                 }
                 Ok(crate::tls::Got::Eof) => self.last_read = LastRead::Eof,
+                // The decrypted bytes are all taken and the socket is drained (a short read
+                // said so): no read until the next edge.
+                Ok(crate::tls::Got::Nothing) => break,
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => {
                         self.want_read = false;

@@ -64,6 +64,8 @@ pub enum Got {
     Socket { n: usize, short: bool },
     /// The client closed (close_notify or EOF).
     Eof,
+    /// No plaintext waits, and the socket was not to be read (`from_socket` false).
+    Nothing,
 }
 
 /// One connection's TLS state.
@@ -127,7 +129,15 @@ impl Session {
     /// Plaintext into `dst` when some is decrypted; else one read of TLS bytes from the socket
     /// (handshake messages are answered by the next [`flush`]). WouldBlock when the socket is
     /// drained.
-    pub fn read(&mut self, sock: &TcpStream, dst: &mut [u8], stats: &Stats) -> io::Result<Got> {
+    /// `from_socket`: the socket may be read (it may have input); else only decrypted bytes are
+    /// taken, without a syscall.
+    pub fn read(
+        &mut self,
+        sock: &TcpStream,
+        dst: &mut [u8],
+        from_socket: bool,
+        stats: &Stats,
+    ) -> io::Result<Got> {
         if self.plain {
             match self.conn.reader().read(dst) {
                 Ok(0) if !dst.is_empty() => return Ok(Got::Eof),
@@ -136,6 +146,9 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Got::Eof),
                 Err(e) => return Err(e),
             }
+        }
+        if !from_socket {
+            return Ok(Got::Nothing);
         }
         let mut src = Counted { sock, asked: 0 };
         match self.conn.read_tls(&mut src) {
