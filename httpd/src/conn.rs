@@ -749,7 +749,12 @@ impl Conn {
             let Some(tls) = self.tls.as_mut() else {
                 break;
             };
-            match tls.read(&self.sock, &mut self.rbuf[self.end..], self.want_read, stats) {
+            match tls.read(
+                &self.sock,
+                &mut self.rbuf[self.end..],
+                self.want_read,
+                stats,
+            ) {
                 Ok(crate::tls::Got::Plain(n)) => {
                     self.end += n;
                     got = true;

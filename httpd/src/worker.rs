@@ -78,7 +78,12 @@ impl Worker {
         let mut clock = Clock::new(nl, shared.registry.generation());
         let mut events = Events::with_capacity(1024);
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(st.wait())) {
+            let wait = if clock.backlog.contains(&Backlog::More) {
+                Duration::ZERO
+            } else {
+                st.wait()
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -94,7 +99,7 @@ impl Worker {
                     woken = true;
                 } else if t.0 < nl {
                     if clock.drain_deadline.is_none() {
-                        clock.stalled[t.0] = st.accept_and_drive(
+                        clock.backlog[t.0] = st.accept_and_drive(
                             &mut listeners[t.0],
                             t.0,
                             &self.poll,
@@ -109,6 +114,14 @@ impl Worker {
                 }
             }
             st.after_events(&self.poll, &shared, &limits, now, woken, &mut clock);
+            st.accept_backlog(
+                &self.poll,
+                &shared,
+                &limits,
+                now,
+                &mut listeners,
+                &mut clock,
+            );
             if st.housekeeping(
                 &self.poll,
                 &shared,
@@ -130,8 +143,9 @@ struct Clock {
     last_splice_check: Instant,
     /// Set when the stop began: the listeners are closed and connections end by then.
     drain_deadline: Option<Instant>,
-    /// Listeners whose accept failed (EMFILE): retried by the sweep.
-    stalled: Vec<bool>,
+    /// What each listener's last accept left: more to accept at the next turn, or a failure
+    /// (EMFILE) retried by the sweep.
+    backlog: Vec<Backlog>,
     /// Connections accepted in this turn (reused by `accept_and_drive`).
     fresh: Vec<usize>,
 }
@@ -144,11 +158,28 @@ impl Clock {
             last_sweep: now,
             last_splice_check: now,
             drain_deadline: None,
-            stalled: vec![false; listeners],
+            backlog: vec![Backlog::Drained; listeners],
             fresh: Vec::new(),
         }
     }
 }
+
+/// What an accept round left on its listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backlog {
+    /// Accepted until EAGAIN.
+    Drained,
+    /// Stopped at the round's budget (TLS handshakes): accept again at the next turn, after
+    /// the events of the connections already open.
+    More,
+    /// accept failed (EMFILE): the sweep retries.
+    Failed,
+}
+
+/// Connections a TLS listener accepts (and drives, handshake and all) per turn of the loop: a
+/// burst of new connections waits its turn instead of holding up the requests of the open
+/// ones behind a row of handshakes. Plain listeners accept until EAGAIN.
+const TLS_ACCEPTS_PER_TURN: usize = 4;
 
 /// Why a connection is driven.
 #[derive(Clone, Copy)]
@@ -294,8 +325,8 @@ impl LoopState {
             clock.last_sweep = now;
             self.withdraw(poll, shared, false);
             for (i, l) in listeners.iter_mut().enumerate() {
-                if clock.stalled.get(i).copied().unwrap_or(false) {
-                    clock.stalled[i] =
+                if clock.backlog.get(i) == Some(&Backlog::Failed) {
+                    clock.backlog[i] =
                         self.accept_and_drive(l, i, poll, shared, limits, now, &mut clock.fresh);
                 }
             }
@@ -390,8 +421,30 @@ impl LoopState {
         }
     }
 
-    /// Accepts what is queued and drives each new connection at once: with deferred accept
-    /// the request is usually there already. Returns true when accept failed (retry later).
+    /// Listeners left with more to accept ([`Backlog::More`]) get their next round.
+    fn accept_backlog(
+        &mut self,
+        poll: &Poll,
+        shared: &Shared,
+        limits: &Limits,
+        now: Instant,
+        listeners: &mut [TcpListener],
+        clock: &mut Clock,
+    ) {
+        if clock.drain_deadline.is_some() {
+            return;
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            if clock.backlog.get(i) == Some(&Backlog::More) {
+                clock.backlog[i] =
+                    self.accept_and_drive(l, i, poll, shared, limits, now, &mut clock.fresh);
+            }
+        }
+    }
+
+    /// Accepts what is queued (a TLS listener: a few per turn) and drives each new connection
+    /// at once: with deferred accept the request (or the ClientHello) is usually there
+    /// already.
     #[allow(clippy::too_many_arguments)]
     fn accept_and_drive(
         &mut self,
@@ -402,9 +455,9 @@ impl LoopState {
         limits: &Limits,
         now: Instant,
         fresh: &mut Vec<usize>,
-    ) -> bool {
+    ) -> Backlog {
         fresh.clear();
-        let stalled = accept(l, index, &mut self.conns, shared, now, fresh);
+        let backlog = accept(l, index, &mut self.conns, shared, now, fresh);
         for &key in fresh.iter() {
             self.drive(
                 poll,
@@ -415,7 +468,7 @@ impl LoopState {
                 Wake::Event(Event::Client(Readable::ToEnd)),
             );
         }
-        stalled
+        backlog
     }
 
     fn drive(
@@ -652,8 +705,15 @@ fn accept(
     shared: &Shared,
     now: Instant,
     fresh: &mut Vec<usize>,
-) -> bool {
+) -> Backlog {
+    let budget = match shared.listeners.get(index) {
+        Some(info) if info.tls.is_some() => TLS_ACCEPTS_PER_TURN,
+        _ => usize::MAX,
+    };
     loop {
+        if fresh.len() >= budget {
+            return Backlog::More;
+        }
         match l.accept() {
             Ok((sock, peer)) => {
                 if shared.open.load(Ordering::Relaxed) >= shared.limits.max_connections {
@@ -680,13 +740,13 @@ fn accept(
                     Err(e) => tracing::warn!("{peer}: {e}"),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Backlog::Drained,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // EMFILE and the like: the queue is not drained, and edge-triggered epoll
                 // will not say so again; the sweep retries this listener.
                 tracing::warn!("accept: {e}");
-                return true;
+                return Backlog::Failed;
             }
         }
     }
