@@ -536,11 +536,8 @@ pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
     } else {
         let mut got = Vec::new();
         r.read_to_end(&mut got).unwrap();
-        let want: Vec<u8> = (0..payload as u64)
-            .map(|i| ((i % 65536) % 253) as u8)
-            .collect();
         assert_eq!(got.len(), payload, "every byte before the upstream's close");
-        assert!(got == want);
+        assert!(got == app_sent(payload));
     }
 }
 
@@ -549,20 +546,7 @@ pub fn tunnel(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
 fn tunnel_tls(addr: SocketAddr, path: &str, payload: usize, client_closes: bool) {
     let mut c = Stream::connect(addr);
     c.set_read_timeout(Some(Duration::from_secs(30)));
-    c.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    c.flush().unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
+    let head = upgrade(&mut c, path);
     assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -592,12 +576,34 @@ fn tunnel_tls(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
         assert!(got == data);
     } else {
         c.read_to_end(&mut got).unwrap();
-        let want: Vec<u8> = (0..payload as u64)
-            .map(|i| ((i % 65536) % 253) as u8)
-            .collect();
         assert_eq!(got.len(), payload, "every byte before the upstream's close");
-        assert!(got == want);
+        assert!(got == app_sent(payload));
     }
+}
+
+/// What the test app's `/ws?send=N` sends.
+fn app_sent(n: usize) -> Vec<u8> {
+    (0..n as u64).map(|i| ((i % 65536) % 253) as u8).collect()
+}
+
+/// Sends the upgrade request for `path` and reads the response head byte by byte, so that
+/// nothing after it is consumed.
+fn upgrade(c: &mut (impl Read + Write), path: &str) -> Vec<u8> {
+    c.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.flush().unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    head
 }
 
 /// Asks the test app for an upgrade to `path` (`/ws`: an echo, `/ws?send=N`: N bytes then
@@ -606,19 +612,7 @@ fn tunnel_tls(addr: SocketAddr, path: &str, payload: usize, client_closes: bool)
 pub fn open_tunnel(addr: SocketAddr, path: &str, timeout: Duration) -> (TcpStream, Vec<u8>) {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(timeout)).unwrap();
-    c.write_all(
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
+    let head = upgrade(&mut c, path);
     (c, head)
 }
 
