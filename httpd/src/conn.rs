@@ -177,7 +177,9 @@ pub struct Conn {
     /// HTTPS: TLS between the socket and the buffers.
     tls: Option<Box<crate::tls::Session>>,
     /// The index of the listener it came from (`WorkerCtx::listeners`).
-    listener: u8,
+    listener: u16,
+    /// The write side is to be shut once the TLS bytes queued (close_notify) are written.
+    shut_pending: bool,
     /// A PROXY protocol header is expected before anything else.
     proxy_header: bool,
     rbuf: Vec<u8>,
@@ -295,7 +297,8 @@ impl Conn {
             sock,
             peer,
             tls,
-            listener: u8::try_from(index).unwrap_or(u8::MAX),
+            listener: u16::try_from(index).unwrap_or(u16::MAX),
+            shut_pending: false,
             proxy_header: l.proxy.is_some(),
             rbuf: Vec::new(),
             start: 0,
@@ -333,29 +336,25 @@ impl Conn {
     /// that never sent its PROXY protocol header as refused.
     pub fn closed(&mut self, stats: &crate::stats::Stats) {
         if self.proxy_header {
+            // Refused before TLS began: not a handshake failure too.
             stats
                 .proxy_refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(t) = &mut self.tls {
+        } else if let Some(t) = &mut self.tls {
             t.abandoned(stats);
         }
     }
 
-    /// Ends the connection cleanly: TLS says close_notify first.
-    fn close_clean(&mut self) -> Drive {
-        if let Some(t) = &mut self.tls {
-            t.close_notify(&self.sock);
+    /// TLS: queues close_notify before the write side is shut or the connection closed. True
+    /// when TLS bytes now wait: flush them first (the caller comes back once they are out).
+    fn close_notify(&mut self) -> bool {
+        match &mut self.tls {
+            Some(t) => {
+                t.close_notify();
+                t.pending_output()
+            }
+            None => false,
         }
-        Drive::Close
-    }
-
-    /// Shuts the write side (after TLS's close_notify).
-    fn shut_write(&mut self) {
-        if let Some(t) = &mut self.tls {
-            t.close_notify(&self.sock);
-        }
-        sys::shutdown_write(self.sock.as_raw_fd());
     }
 
     /// Whether the connection sits between requests with nothing in flight.
@@ -539,6 +538,11 @@ impl Conn {
     /// with how the drive ends.
     fn output_written(&mut self, ctx: &mut WorkerCtx<'_>) -> ControlFlow<Drive, bool> {
         let mut moved = false;
+        if self.shut_pending {
+            // The tunnel's close_notify is out: now the FIN.
+            self.shut_pending = false;
+            sys::shutdown_write(self.sock.as_raw_fd());
+        }
         match self.offer_tunnel(ctx) {
             Offer::ReadFirst => moved = true,
             Offer::Done(true) => {
@@ -553,19 +557,29 @@ impl Conn {
         if let Some(t) = self.tunnel()
             && t.wants_client_shutdown()
         {
-            self.shut_write();
+            if self.close_notify() {
+                self.shut_pending = true;
+                return ControlFlow::Continue(true);
+            }
+            sys::shutdown_write(self.sock.as_raw_fd());
         }
         if matches!(self.phase, Phase::Closing) {
+            if self.close_notify() {
+                return ControlFlow::Continue(true);
+            }
             // Linger only when input may still be unread: closing with unread data would
             // reset the connection and could destroy the last response.
             if self.start == self.end && self.discard == 0 && !self.unread_input {
-                return ControlFlow::Break(self.close_clean());
+                return ControlFlow::Break(Drive::Close);
             }
             return ControlFlow::Break(self.begin_linger());
         }
         if self.last_read == LastRead::Eof && matches!(self.phase, Phase::Requests) {
+            if self.close_notify() {
+                return ControlFlow::Continue(true);
+            }
             // Everything answered that could be: a partial request at EOF is dropped.
-            return ControlFlow::Break(self.close_clean());
+            return ControlFlow::Break(Drive::Close);
         }
         ControlFlow::Continue(moved)
     }
@@ -1299,7 +1313,7 @@ impl Conn {
     /// All output written: shut the write side and drain input briefly, so the client gets
     /// the last response before the close (no RST on unread data).
     fn begin_linger(&mut self) -> Drive {
-        self.shut_write();
+        sys::shutdown_write(self.sock.as_raw_fd());
         self.phase = Phase::Lingering;
         if self.linger() {
             Drive::Open(Again::OnEvent)

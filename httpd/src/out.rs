@@ -212,10 +212,15 @@ impl OutQueue {
                 Item::Region { root, off, len } => {
                     let want = (*len).min((buf.len() - n) as u64) as usize;
                     let dst = &mut buf[n..n + want];
-                    let got = if nowait {
-                        sys::read_nowait(root.file(), dst, *off)
-                    } else {
-                        root.file().read_at(dst, *off)
+                    let got = match nowait {
+                        true => match sys::read_nowait(root.file(), dst, *off) {
+                            // A file system without RWF_NOWAIT: read as the other models do.
+                            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                                root.file().read_at(dst, *off)
+                            }
+                            r => r,
+                        },
+                        false => root.file().read_at(dst, *off),
                     };
                     match got {
                         Ok(0) => {

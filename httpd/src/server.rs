@@ -364,6 +364,11 @@ fn listener_infos(
             bail!("--proxy-protocol {a}: not one of the listeners");
         }
     }
+    for a in file.listeners.keys() {
+        if !out.iter().any(|l| l.is(*a)) {
+            bail!("listeners.\"{a}\": not one of the listeners");
+        }
+    }
     Ok(out)
 }
 

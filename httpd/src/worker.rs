@@ -78,7 +78,7 @@ impl Worker {
         let mut clock = Clock::new(nl, shared.registry.generation());
         let mut events = Events::with_capacity(1024);
         loop {
-            let wait = if clock.backlog.contains(&Backlog::More) {
+            let wait = if clock.drain_deadline.is_none() && clock.backlog.contains(&Backlog::More) {
                 Duration::ZERO
             } else {
                 st.wait()
@@ -317,6 +317,7 @@ impl LoopState {
                 let _ = poll.registry().deregister(l);
             }
             listeners.clear();
+            clock.backlog.fill(Backlog::Drained);
             clock.drain_deadline = Some(now + limits.drain.min(crate::cli::MAX_DURATION));
         }
         if now.duration_since(clock.last_sweep) >= Duration::from_millis(250)

@@ -108,6 +108,28 @@ fn field_lines(raw_head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         })
 }
 
+/// X-Forwarded-For/-Proto/-Host, which httpd sets itself: also spelled with underscores, which
+/// CGI-style backends (WSGI, PHP) read as the same field, so a client could say "https" or
+/// name another client through them.
+fn forwarded_field(n: &[u8]) -> bool {
+    const NAMES: [&[u8]; 3] = [
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    ];
+    NAMES.iter().any(|want| {
+        want.len() == n.len()
+            && want.iter().zip(n).all(|(&w, &c)| {
+                let c = if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                };
+                w == c
+            })
+    })
+}
+
 /// The request head sent upstream: method and target exactly as received, HTTP/1.1, the
 /// client's headers minus hop-by-hop ones, one normalised Content-Length or chunked framing,
 /// X-Forwarded-For/-Proto/-Host and Via. Built from `h` (parsed once) and one walk over the
@@ -141,9 +163,7 @@ pub fn upstream_request(
         if (host && authority.is_some())
             || (!host && is_hop(n, conn()))
             || n.eq_ignore_ascii_case(b"content-length")
-            || n.eq_ignore_ascii_case(b"x-forwarded-for")
-            || n.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || n.eq_ignore_ascii_case(b"x-forwarded-host")
+            || forwarded_field(n)
             || n.eq_ignore_ascii_case(b"via")
         {
             continue;
@@ -619,6 +639,22 @@ mod tests {
         assert!(s.contains("Via: 1.0 edge, 1.1 httpd\r\n"));
         assert_eq!(s.matches("Content-Length: 3\r\n").count(), 1);
         assert!(s.ends_with("Accept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ex.com\r\nVia: 1.0 edge, 1.1 httpd\r\nContent-Length: 3\r\n\r\n"), "{s}");
+    }
+
+    /// A client's own X-Forwarded-* lines never reach the upstream, in any spelling CGI-style
+    /// backends read as the same field.
+    #[test]
+    fn forwarded_fields_cannot_be_spoofed() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_Proto: https\r\nx-forwarded_for: 6.6.6.6\r\nX-FORWARDED-HOST: evil\r\n\r\n";
+        let h = parse(raw).unwrap().unwrap();
+        let mut out = Vec::new();
+        upstream_request(raw, &h, "127.0.0.1".parse().unwrap(), false, "fb", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            !s.contains("https") && !s.contains("6.6.6.6") && !s.contains("evil"),
+            "{s}"
+        );
+        assert!(s.contains("X-Forwarded-Proto: http\r\n"), "{s}");
     }
 
     /// Found by the request_head fuzz target (CI): `Connection: Host` took the only Host line

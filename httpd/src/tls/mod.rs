@@ -213,19 +213,10 @@ impl Session {
         }
     }
 
-    /// Queues close_notify and writes what it can without waiting (a client that reads on
-    /// sees a clean end; one that has gone does not hold the close up).
-    pub fn close_notify(&mut self, sock: &TcpStream) {
-        if self.conn.is_handshaking() {
-            return;
-        }
-        self.conn.send_close_notify();
-        let mut w = sock;
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut w) {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
+    /// Queues close_notify (once; not during a handshake): the next [`flush`] writes it.
+    pub fn close_notify(&mut self) {
+        if !self.conn.is_handshaking() {
+            self.conn.send_close_notify();
         }
     }
 }
