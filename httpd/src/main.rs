@@ -53,6 +53,11 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A stderr nobody reads any more (the pipe's reader gone) must cost log lines, not
+        // threads: tracing-subscriber reports a failed write with eprintln!, which panics on
+        // EPIPE, and the thread that logged died (the signal thread first: SIGTERM was then
+        // ignored).
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.args.log_level)),

@@ -423,3 +423,69 @@ fn a_full_log_disk_keeps_serving_says_so_once_and_logs_again_when_space_returns(
     drop(c);
     assert_eq!(h.stop(), Some(0));
 }
+
+/// httpd's stderr stops being read (the pipe's reader is gone: a shell or a log collector that
+/// exited): log lines are lost, nothing else. Before, the first line after that killed the
+/// thread that logged it (tracing-subscriber's eprintln! panicked on EPIPE), the signal
+/// thread first, and SIGTERM was ignored from then on.
+#[test]
+fn a_closed_stderr_costs_log_lines_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let vhosts = dir.path().join("vhosts");
+    std::fs::create_dir(&vhosts).unwrap();
+    let root = build(dir.path(), "site", &[("index.html", b"still here")]);
+    std::os::unix::fs::symlink(&root, vhosts.join("__default__")).unwrap();
+    let mut child = std::process::Command::new(tests::bin("httpd"))
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--ebpf", "off"])
+        .arg(&vhosts)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() {
+        line.clear();
+        if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(i) = line.find("listening on ") {
+            addr = line[i + 13..].split_whitespace().next().map(str::to_string);
+        }
+    }
+    drop(err); // the reader goes away
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(pid, libc::SIGHUP) }; // logs a line, into the closed pipe
+    std::thread::sleep(Duration::from_millis(300));
+    let addr: std::net::SocketAddr = addr.expect("listening line").parse().unwrap();
+    assert_eq!(
+        request(
+            addr,
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .body,
+        b"still here"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM must still stop it"
+    );
+}
