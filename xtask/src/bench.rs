@@ -373,10 +373,27 @@ pub(crate) enum NginxRole {
     Backend,
     /// Everything to the backend, Upgrade tunnels included.
     Tunnel,
+    /// Static files over HTTPS with the certificate pair in this directory
+    /// (`__default__.crt/.key`), session cache and tickets on.
+    StaticTls(PathBuf),
 }
 
 pub(crate) fn start_nginx(dir: &Path, root: &Path, role: NginxRole) -> Result<Server> {
+    let ssl = if matches!(role, NginxRole::StaticTls(_)) {
+        " ssl"
+    } else {
+        ""
+    };
     let (name, port, server) = match role {
+        NginxRole::StaticTls(certs) => (
+            "tls",
+            NGINX_PORT,
+            format!(
+                "root {};\n        ssl_certificate {certs}/__default__.crt;\n        ssl_certificate_key {certs}/__default__.key;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL:10m;\n        ssl_session_tickets on;",
+                root.display(),
+                certs = certs.display()
+            ),
+        ),
         NginxRole::Static => ("static", NGINX_PORT, format!("root {};", root.display())),
         NginxRole::StaticAioThreads => (
             "static-aio",
@@ -433,7 +450,7 @@ http {{
     types {{ text/html html; application/octet-stream bin; }}
     upstream app {{ server 127.0.0.1:{BACKEND_PORT}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{port} reuseport;
+        listen 127.0.0.1:{port}{ssl} reuseport;
         {server}
     }}
 }}

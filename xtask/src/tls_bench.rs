@@ -13,8 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{
-    HTTPD_PORT, Measure, NGINX_PORT, Scenario, Server, clock_ticks_per_sec, cpu_split, lua,
-    pids_of, run_wrk_url, wait_port,
+    HTTPD_PORT, Measure, NGINX_PORT, NginxRole, Scenario, Server, clock_ticks_per_sec, cpu_split,
+    lua, pids_of, run_wrk_url, start_nginx, wait_port,
 };
 use crate::cmd;
 
@@ -62,61 +62,6 @@ fn start_httpd_tls(bin: &Path, vhosts: &Path, certs: &Path) -> Result<Server> {
         .context("start httpd")?;
     let s = Server(child);
     wait_port(HTTPD_PORT)?;
-    Ok(s)
-}
-
-fn start_nginx_tls(dir: &Path, root: &Path, certs: &Path) -> Result<Server> {
-    let conf = dir.join("nginx-tls.conf");
-    let tmp = dir.join("nginx-tls-tmp");
-    std::fs::create_dir_all(&tmp)?;
-    std::fs::write(
-        &conf,
-        format!(
-            r#"worker_processes 1;
-daemon off;
-pid {dir}/nginx-tls.pid;
-error_log {dir}/nginx-tls-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    open_file_cache max=10000 inactive=60s;
-    open_file_cache_valid 60s;
-    client_body_temp_path {tmp};
-    proxy_temp_path {tmp};
-    fastcgi_temp_path {tmp};
-    uwsgi_temp_path {tmp};
-    scgi_temp_path {tmp};
-    types {{ text/html html; application/octet-stream bin; }}
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_tickets on;
-    server {{
-        listen 127.0.0.1:{NGINX_PORT} ssl reuseport;
-        ssl_certificate {certs}/__default__.crt;
-        ssl_certificate_key {certs}/__default__.key;
-        root {root};
-    }}
-}}
-"#,
-            dir = dir.display(),
-            tmp = tmp.display(),
-            certs = certs.display(),
-            root = root.display(),
-        ),
-    )?;
-    let child = Command::new("taskset")
-        .args(["-c", "0", "nginx", "-c"])
-        .arg(&conf)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start nginx")?;
-    let s = Server(child);
-    wait_port(NGINX_PORT)?;
     Ok(s)
 }
 
@@ -247,7 +192,7 @@ pub fn run(
             run_wrk_url(&url, s, &script, seconds, srv.0.id())?
         };
         let n = {
-            let srv = start_nginx_tls(work, src, &certs)?;
+            let srv = start_nginx(work, src, NginxRole::StaticTls(certs.clone()))?;
             if i == 0 {
                 let _ = write!(suites, "; nginx: {}", negotiated(NGINX_PORT));
             }
@@ -279,7 +224,7 @@ pub fn run(
             s_time(HTTPD_PORT, mode, &small.0, seconds, srv.0.id())?
         };
         let n = {
-            let srv = start_nginx_tls(work, src, &certs)?;
+            let srv = start_nginx(work, src, NginxRole::StaticTls(certs.clone()))?;
             s_time(NGINX_PORT, mode, &small.0, 1, srv.0.id())?;
             s_time(NGINX_PORT, mode, &small.0, seconds, srv.0.id())?
         };
