@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// How often the control plane writes out what is buffered.
+pub const FLUSH_PERIOD: Duration = Duration::from_millis(500);
 /// A buffer above this size is written at once rather than at the next tick.
 const FLUSH_AT: usize = 256 * 1024;
 /// Longest logged field (request line, referer, user agent); longer ones are cut.
@@ -281,16 +283,7 @@ impl LogSet {
             opts,
             logs: Mutex::new(HashMap::new()),
         });
-        let weak = Arc::downgrade(&set);
-        std::thread::Builder::new()
-            .name("log-flush".into())
-            .spawn(move || {
-                while let Some(set) = weak.upgrade() {
-                    set.flush_all();
-                    drop(set);
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            })?;
+        // Flushed every FLUSH_PERIOD by the control plane (`ctlplane`), and at exit.
         Ok(set)
     }
 

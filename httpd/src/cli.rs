@@ -76,7 +76,7 @@ pub enum Command {
     },
 }
 
-#[derive(clap::Subcommand, Debug, Clone, Copy)]
+#[derive(clap::Subcommand, Debug, Clone)]
 pub enum CtlCommand {
     /// Version, uptime, connections, requests by outcome, hosts, upstream pool, eBPF.
     Status,
@@ -86,6 +86,16 @@ pub enum CtlCommand {
     Reopen,
     /// Re-read what can change without dropping connections; as SIGHUP.
     Reload,
+    /// A live view, refreshed every second: requests/s by outcome and latency, bytes/s,
+    /// connections, upstream pool, cold reads, TLS, the five busiest hosts. Ctrl-C ends it.
+    Top {
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        frames: Option<u64>,
+    },
+    /// Set a failpoint (only in a build with the `failpoints` feature, for the tests).
+    #[command(hide = true)]
+    Failpoint { name: String, actions: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -197,4 +207,8 @@ pub struct Args {
     /// How long in-flight requests may take to finish after SIGTERM or SIGINT.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// After SIGTERM or SIGINT, keep accepting this long while /readyz answers 503, so load
+    /// balancers stop sending before connections are refused; then drain.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub shutdown_delay: Duration,
 }

@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub preload: Option<bool>,
     pub log_level: Option<String>,
     pub drain_timeout: Option<String>,
+    pub shutdown_delay: Option<String>,
     pub listen_tls: Option<Vec<SocketAddr>>,
     pub tls_certs: Option<PathBuf>,
     pub proxy_protocol: Option<Vec<SocketAddr>>,
@@ -216,6 +217,7 @@ pub fn parse(text: &str) -> Result<FileConfig> {
         duration("inactivity_timeout", &cfg.inactivity_timeout)?;
         duration("header_timeout", &cfg.header_timeout)?;
         duration("drain_timeout", &cfg.drain_timeout)?;
+        duration("shutdown_delay", &cfg.shutdown_delay)?;
         choice::<crate::out::IoModel>("io", &cfg.io)?;
         choice::<crate::cli::EbpfMode>("ebpf", &cfg.ebpf)?;
         choice::<crate::cli::Switch>("ebpf_splice", &cfg.ebpf_splice)?;
@@ -309,6 +311,7 @@ pub fn apply(args: &mut crate::cli::Args, f: &FileConfig, m: &clap::ArgMatches) 
     set!(preload, f.preload);
     set!(log_level, f.log_level.clone());
     set!(drain_timeout, dur(&f.drain_timeout));
+    set!(shutdown_delay, dur(&f.shutdown_delay));
     set!(listen_tls, f.listen_tls.clone());
     set!(tls_certs, f.tls_certs.clone().map(Some));
     set!(proxy_protocol, f.proxy_protocol.clone());
@@ -439,6 +442,11 @@ pub fn render(args: &crate::cli::Args, f: &FileConfig) -> String {
         o,
         "drain_timeout = \"{}\"",
         humantime::format_duration(args.drain_timeout)
+    );
+    let _ = writeln!(
+        o,
+        "shutdown_delay = \"{}\"",
+        humantime::format_duration(args.shutdown_delay)
     );
     for (addr, l) in &f.listeners {
         let _ = writeln!(o, "\n[listeners.\"{addr}\"]");

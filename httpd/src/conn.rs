@@ -203,6 +203,16 @@ pub struct Conn {
     head_since: Option<Instant>,
     /// Bytes ever read from the client.
     read_total: u64,
+    /// The request being answered, for the duration histograms.
+    timing: Option<Timing>,
+}
+
+/// When a request began and, once its answer is decided, under what it is counted: observed
+/// when the answer's last bytes are handed to the kernel (or the connection closes).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    start: Instant,
+    outcome: Option<crate::stats::Outcome>,
 }
 
 /// How a round of `process` went.
@@ -314,6 +324,7 @@ impl Conn {
             last_active: now,
             head_since,
             read_total: 0,
+            timing: None,
         })
     }
 
@@ -521,6 +532,7 @@ impl Conn {
             }
             moved |= self.out.pending() != before;
             if self.out.is_empty() && !self.tls_pending() {
+                self.observe_answered(ctx.stats);
                 match self.output_written(ctx) {
                     ControlFlow::Continue(m) => moved |= m,
                     ControlFlow::Break(d) => return d,
@@ -917,6 +929,8 @@ impl Conn {
             Ok(Some(head)) => head,
             Err(e) => {
                 answer::bad_head(e.status(), ctx.date, &mut self.out);
+                ctx.stats.request(e.status(), 0, false);
+                self.begin_timing(ctx, Some(crate::stats::Outcome::Error));
                 self.close_after(true);
                 self.start = self.end;
                 return Round::Moved;
@@ -973,6 +987,7 @@ impl Conn {
             Ok(x) => {
                 self.start += len;
                 self.phase = Phase::Forwarding(Slot::holding(x, up.slots));
+                self.begin_timing_at(ctx.now, ctx.stats, None);
             }
             Err(e) => {
                 ctx.stats.proxy_failed(e.class());
@@ -1005,9 +1020,45 @@ impl Conn {
         self.unread_input |= unread;
     }
 
+    /// A request begins (the head is complete): its duration runs from this turn. An answer
+    /// still pending (pipelined) is observed now.
+    fn begin_timing(&mut self, ctx: &WorkerCtx<'_>, outcome: Option<crate::stats::Outcome>) {
+        self.begin_timing_at(ctx.now, ctx.stats, outcome);
+    }
+
+    fn begin_timing_at(
+        &mut self,
+        start: Instant,
+        stats: &crate::stats::Stats,
+        outcome: Option<crate::stats::Outcome>,
+    ) {
+        self.observe_answered(stats);
+        self.timing = Some(Timing { start, outcome });
+    }
+
+    /// The request's answer is decided (an exchange or tunnel is over).
+    fn decided(&mut self, outcome: crate::stats::Outcome) {
+        if let Some(t) = &mut self.timing {
+            t.outcome.get_or_insert(outcome);
+        }
+    }
+
+    /// Observes the duration of the request whose answer is decided, if any: its last bytes
+    /// are written (or the connection ends).
+    fn observe_answered(&mut self, stats: &crate::stats::Stats) {
+        if let Some(Timing {
+            start,
+            outcome: Some(o),
+        }) = self.timing
+        {
+            self.timing = None;
+            stats.observe(o, Instant::now().saturating_duration_since(start));
+        }
+    }
+
     /// Counts and logs a request answered here (`forwarded`: it was meant for the upstream).
     fn finish_request(
-        &self,
+        &mut self,
         head: &Head<'_>,
         a: &Answered,
         host: Option<&std::sync::Arc<crate::vhosts::Host>>,
@@ -1015,6 +1066,7 @@ impl Conn {
         forwarded: bool,
     ) {
         ctx.stats.request(a.status, a.bytes, forwarded);
+        self.begin_timing(ctx, Some(crate::stats::Outcome::local(a.status)));
         if let Some(h) = host {
             h.stats
                 .request(!forwarded && matches!(a.status, 200 | 206 | 304), a.bytes);
@@ -1182,6 +1234,11 @@ impl Conn {
         ctx.stats.proxy_failed(e.class());
         e.log(x.log.method(), x.log.target(), x.log.host_name());
         let sent = x.sent_client();
+        self.decided(if sent {
+            crate::stats::Outcome::Forwarded
+        } else {
+            crate::stats::Outcome::Error
+        });
         let a = if sent {
             let (status, bytes) = x.outcome();
             Answered {
@@ -1232,6 +1289,8 @@ impl Conn {
             slots,
         };
         self.settle(Phase::Closing, None, stats, clf_time, spare);
+        // Whatever was answered is over: counted with its duration so far.
+        self.observe_answered(stats);
     }
 
     /// Ends the exchange or tunnel in progress (any other phase is left as it is): logged
@@ -1264,6 +1323,7 @@ impl Conn {
                         close: true,
                     }
                 });
+                self.decided(crate::stats::Outcome::Forwarded);
                 self.log_exchange(&x.log, &a, stats, clf_time);
                 x.finish(pool, registry, bufs);
             }
@@ -1273,6 +1333,7 @@ impl Conn {
                     bytes: t.bytes(),
                     close: true,
                 };
+                self.decided(crate::stats::Outcome::Tunnel);
                 self.log_exchange(&t.log, &a, stats, clf_time);
                 t.finish(pool, bufs);
             }

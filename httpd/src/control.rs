@@ -1,13 +1,19 @@
 //! The control socket (`--control PATH`, mode 0600) and the `httpd ctl` client: status (text or
-//! JSON), rotate, reopen, reload. One command per connection, one line in, the answer out.
+//! JSON), rotate, reopen, reload, top. One command per connection, one line in, the answer out
+//! (`top`: a frame every second until the client goes). Served on the control plane's runtime
+//! (`ctlplane`): clients at once, each with a deadline; the commands themselves (file system
+//! work) on its blocking threads.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::accesslog::LogSet;
 use crate::ebpf::Programs;
@@ -27,7 +33,17 @@ pub struct Control {
     pub reloading: Mutex<()>,
     /// The TLS certificates (a TLS listener is open).
     pub certs: Option<Arc<crate::tls::certs::CertStore>>,
+    /// Starting, ready or draining (`/readyz`).
+    pub state: AtomicU8,
 }
+
+/// `Control::state`.
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+/// Longest a control client may take to send its command, or to take its answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn join(errors: &[std::io::Error]) -> String {
     errors
@@ -55,6 +71,31 @@ fn json_str(s: &str) -> String {
 }
 
 impl Control {
+    /// Listeners open, workers running, hosts loaded: `/readyz` answers 200.
+    pub fn set_ready(&self) {
+        let _ = self
+            .state
+            .compare_exchange(STARTING, READY, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The stop began: `/readyz` answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.state.store(DRAINING, Ordering::Release);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.not_ready().is_none()
+    }
+
+    /// Why `/readyz` answers 503, if it does.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        match self.state.load(Ordering::Acquire) {
+            READY => None,
+            DRAINING => Some("draining"),
+            _ => Some("starting"),
+        }
+    }
+
     /// Re-reads what can change without dropping connections: the per-host settings of the
     /// configuration file and the vhosts directory. A bad file is refused with the reason and
     /// the running configuration stays.
@@ -211,45 +252,82 @@ impl Control {
             (Some("rotate"), None) => self.rotate(),
             (Some("reopen"), None) => self.reopen(),
             (Some("reload"), None) => self.reload(),
-            _ => {
-                format!("error: unknown command {line:?} (status [json], rotate, reopen, reload)\n")
+            (Some("failpoint"), Some(name)) => failpoint(name, words.collect::<Vec<_>>().join(" ")),
+            _ => format!(
+                "error: unknown command {line:?} (status [json], rotate, reopen, reload, top)\n"
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str, actions: String) -> String {
+    crate::failpoints::set(name, &actions)
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_: &str, _: String) -> String {
+    "error: failpoints are not compiled in (a test build: --features failpoints)\n".into()
+}
+
+/// The control socket at `path` (mode 0600), bound now (before privileges are dropped).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves the control socket on the control plane's runtime until it ends.
+pub async fn serve(l: UnixListener, control: Arc<Control>) {
+    let l = match l
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("control socket: {e}");
+            return;
+        }
+    };
+    loop {
+        match l.accept().await {
+            Ok((s, _)) => {
+                tokio::spawn(client_session(s, control.clone()));
+            }
+            Err(_) => {
+                // Out of descriptors and the like: back off, do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+}
 
-    /// Listens on `path` (mode 0600) on a thread of its own.
-    pub fn serve(self: &Arc<Self>, path: &Path) -> std::io::Result<()> {
-        if path.exists() {
-            std::fs::remove_file(path)?;
-        }
-        let l = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                for s in l.incoming() {
-                    let s = match s {
-                        Ok(s) => s,
-                        Err(_) => {
-                            // Out of descriptors and the like: back off, do not spin.
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                            continue;
-                        }
-                    };
-                    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-                    let mut line = String::new();
-                    let mut r = BufReader::new(s.take(4096));
-                    if r.read_line(&mut line).is_err() {
-                        continue;
-                    }
-                    let answer = me.command(line.trim());
-                    let mut s = r.into_inner().into_inner();
-                    let _ = s.write_all(answer.as_bytes());
-                }
-            })?;
-        Ok(())
+/// One control client: its command line (within `CLIENT_TIMEOUT`), then the answer.
+async fn client_session(s: tokio::net::UnixStream, control: Arc<Control>) {
+    let (r, mut w) = s.into_split();
+    let mut r = tokio::io::BufReader::new(r.take(4096));
+    let mut line = String::new();
+    if !matches!(
+        tokio::time::timeout(CLIENT_TIMEOUT, r.read_line(&mut line)).await,
+        Ok(Ok(_))
+    ) {
+        return;
     }
+    let line = line.trim().to_string();
+    if line == "top" {
+        crate::top::stream(&mut w, &control).await;
+        return;
+    }
+    let c = control.clone();
+    let answer = match tokio::task::spawn_blocking(move || c.command(&line)).await {
+        Ok(a) => a,
+        Err(e) => format!("error: {e}\n"),
+    };
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, w.write_all(answer.as_bytes())).await;
+    let _ = w.shutdown().await;
 }
 
 /// `httpd ctl`: sends one command, prints the answer. Errors when the answer is an error.

@@ -11,7 +11,10 @@ pub mod cold;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod ctlplane;
 pub mod ebpf;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod forward;
 pub mod http;
 pub mod listen;
@@ -22,5 +25,6 @@ pub mod server;
 pub mod stats;
 pub mod sys;
 pub mod tls;
+pub mod top;
 pub mod vhosts;
 pub mod worker;

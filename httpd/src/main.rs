@@ -33,17 +33,23 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Ctl { control, json, cmd }) = &cli.command {
         let line = match cmd {
-            CtlCommand::Status if *json => "status json",
-            CtlCommand::Status => "status",
-            CtlCommand::Rotate => "rotate",
-            CtlCommand::Reopen => "reopen",
-            CtlCommand::Reload => "reload",
+            CtlCommand::Status if *json => "status json".to_string(),
+            CtlCommand::Status => "status".into(),
+            CtlCommand::Rotate => "rotate".into(),
+            CtlCommand::Reopen => "reopen".into(),
+            CtlCommand::Reload => "reload".into(),
+            CtlCommand::Top { .. } => "top".into(),
+            CtlCommand::Failpoint { name, actions } => format!("failpoint {name} {actions}"),
         };
         let Some(control) = control else {
             eprintln!("httpd ctl: --control PATH is required (the socket of httpd --control)");
             return ExitCode::from(2);
         };
-        return match httpd::control::client(control, line) {
+        let result = match cmd {
+            CtlCommand::Top { frames } => httpd::top::client(control, *frames),
+            _ => httpd::control::client(control, &line),
+        };
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("httpd ctl: {e:#}");

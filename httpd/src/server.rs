@@ -20,10 +20,7 @@ const RESCAN: Duration = Duration::from_secs(1);
 
 pub fn run(mut args: Args) -> Result<()> {
     // Handlers first: a SIGHUP or SIGUSR1 during start-up is queued, never fatal.
-    // SIGIO: a writer is breaking the read lease of a webroot (vhosts::Registry::use_leases).
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGIO, SIGTERM, SIGUSR1};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGIO])?;
+    let plane = crate::ctlplane::prepare().context("control plane")?;
     // Room for every connection and its upstream socket.
     let nofile = crate::sys::raise_nofile();
     let cap = (nofile.saturating_sub(128) / 2).max(64) as usize;
@@ -63,7 +60,7 @@ pub fn run(mut args: Args) -> Result<()> {
     // HTTPD_NO_LEASES (tests only): show that even without leases a write in place cannot
     // fault httpd (bodies reach sockets through syscalls only).
     if std::env::var_os("HTTPD_NO_LEASES").is_none() {
-        registry.use_leases(SIGIO);
+        registry.use_leases(libc::SIGIO);
     }
     let file = match &args.config {
         Some(path) => {
@@ -115,10 +112,10 @@ pub fn run(mut args: Args) -> Result<()> {
     let source = ebpf.as_ref().and_then(|p| p.fastpath).map(|f| f.source);
     let splicer = ebpf.as_ref().and_then(|p| p.splicer.clone());
 
-    let stats = Arc::new(crate::stats::Stats::default());
+    let stats = crate::stats::StatsSet::new(workers);
     let cold = match args.io {
         crate::out::IoModel::AsyncSendfile => Some(
-            crate::cold::Pool::start(usize::from(args.io_threads), stats.clone())
+            crate::cold::Pool::start(usize::from(args.io_threads), stats.others())
                 .context("starting the cold-send threads")?,
         ),
         _ => None,
@@ -158,7 +155,7 @@ pub fn run(mut args: Args) -> Result<()> {
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || w.run(ls, sh))?,
+                .spawn(move || w.run(ls, sh, i))?,
         );
     }
     for l in &shared.listeners {
@@ -184,18 +181,28 @@ pub fn run(mut args: Args) -> Result<()> {
         config: args.config.clone(),
         reloading: Mutex::new(()),
         certs: certs.clone(),
+        state: Default::default(),
     });
-    if let Some(path) = &args.control {
-        control
-            .serve(path)
-            .with_context(|| format!("control socket {}", path.display()))?;
-        tracing::info!("control socket {}", path.display());
-    }
-    if let Some(addr) = args.metrics {
-        let bound = crate::metrics::serve(addr, control.clone())
-            .with_context(|| format!("metrics on {addr}"))?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
+    // Bound now, served by the control plane once it runs.
+    let control_socket = match &args.control {
+        Some(path) => {
+            let l = crate::control::bind(path)
+                .with_context(|| format!("control socket {}", path.display()))?;
+            tracing::info!("control socket {}", path.display());
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let l =
+                std::net::TcpListener::bind(addr).with_context(|| format!("metrics on {addr}"))?;
+            let bound = l.local_addr()?;
+            tracing::info!("metrics on http://{bound}/metrics (and /livez, /readyz)");
+            Some(l)
+        }
+        None => None,
+    };
 
     if let Some(user) = &args.user {
         let (uid, gid) = crate::sys::lookup_user(user).with_context(|| format!("--user {user}"))?;
@@ -206,47 +213,31 @@ pub fn run(mut args: Args) -> Result<()> {
         crate::sys::drop_privileges(uid, gid).with_context(|| format!("--user {user}"))?;
         tracing::info!("running as {user} (uid {uid}, gid {gid})");
     }
-    // After the drop: the watcher thread inherits this thread's CAP_LEASE (and nothing else).
+    // After the drop: the control plane's threads inherit this thread's CAP_LEASE (and
+    // nothing else).
     shared.registry.set_wakers(wakers.clone());
-    shared
+    let vhosts = shared
         .registry
-        .watch(RESCAN)
+        .watch()
         .with_context(|| format!("watching {}", vhosts_dir.display()))?;
-    if let Some(c) = &certs {
-        c.watch(RESCAN).context("watching the certificates")?;
-    }
+    let cert_watch = match &certs {
+        Some(c) => Some((c.clone(), c.watch().context("watching the certificates")?)),
+        None => None,
+    };
+    plane
+        .start(crate::ctlplane::Parts {
+            control: control.clone(),
+            metrics,
+            control_socket,
+            wakers,
+            vhosts,
+            certs: cert_watch,
+            rescan: RESCAN,
+            shutdown_delay: args.shutdown_delay,
+        })
+        .context("starting the control plane")?;
 
-    let ctl = control.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut stopping = false;
-            for sig in signals.forever() {
-                match sig {
-                    SIGUSR1 => tracing::info!("SIGUSR1: {}", ctl.reopen().trim()),
-                    SIGHUP => tracing::info!("SIGHUP: {}", ctl.reload().trim()),
-                    SIGIO => ctl.shared.registry.poke(),
-                    _ if !stopping => {
-                        stopping = true;
-                        tracing::info!(
-                            "signal {sig}: draining and stopping (again to stop at once)"
-                        );
-                        ctl.shared.stop.store(true, Ordering::Release);
-                        for w in &wakers {
-                            let _ = w.wake();
-                        }
-                    }
-                    _ => {
-                        tracing::warn!("signal {sig} again: stopping now");
-                        if let Some(l) = &ctl.logs {
-                            l.flush_all();
-                        }
-                        std::process::exit(1);
-                    }
-                }
-            }
-        })?;
-
+    control.set_ready();
     crate::sys::sd_notify("READY=1");
 
     let mut failed = None;

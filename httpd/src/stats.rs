@@ -1,8 +1,11 @@
-//! Counters for `httpd ctl status` and the Prometheus endpoint: process-wide atomics (relaxed
-//! increments, no locks on the serving path) and per-host counters that survive webroot swaps.
+//! Counters for `httpd ctl status`, `httpd ctl top` and the metrics endpoint: a block of
+//! relaxed atomics per worker (each written by its worker alone, so no cache line moves between
+//! cores on the serving path; one more block for the other threads), summed when read; latency
+//! histograms in the same blocks; per-host counters that survive webroot swaps.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn add(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
@@ -12,9 +15,10 @@ fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
-/// Process-wide counters.
+/// The counters of one worker (or of the other threads). Aligned so two blocks never share a
+/// cache line.
+#[repr(align(128))]
 pub struct Stats {
-    pub started: Instant,
     pub static_hits: AtomicU64,
     pub not_modified: AtomicU64,
     pub partial: AtomicU64,
@@ -51,12 +55,20 @@ pub struct Stats {
     pub tls_failures: [AtomicU64; TlsFailure::ALL.len()],
     /// Connections closed on a PROXY protocol listener: untrusted source, bad header.
     pub proxy_refused: AtomicU64,
+    /// Requests not meant for the upstream answered here with an error (4xx, 5xx), and with
+    /// anything else not counted above.
+    pub local_errors: AtomicU64,
+    pub other: AtomicU64,
+    /// Turns of the worker's event loop (the watchdog's sign of life).
+    pub turns: AtomicU64,
+    /// Request durations by outcome (`Outcome`), and the upstream's time to first byte.
+    pub durations: [Histogram; Outcome::ALL.len()],
+    pub upstream_ttfb: Histogram,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            started: Instant::now(),
             static_hits: AtomicU64::new(0),
             not_modified: AtomicU64::new(0),
             partial: AtomicU64::new(0),
@@ -83,6 +95,11 @@ impl Default for Stats {
             tls_resumed: AtomicU64::new(0),
             tls_failures: Default::default(),
             proxy_refused: AtomicU64::new(0),
+            local_errors: AtomicU64::new(0),
+            other: AtomicU64::new(0),
+            turns: AtomicU64::new(0),
+            durations: Default::default(),
+            upstream_ttfb: Histogram::default(),
         }
     }
 }
@@ -117,6 +134,10 @@ pub struct Snapshot {
     pub tls_resumed: u64,
     pub tls_failures: [u64; TlsFailure::ALL.len()],
     pub proxy_refused: u64,
+    pub local_errors: u64,
+    pub other: u64,
+    pub durations: [HistogramSnapshot; Outcome::ALL.len()],
+    pub upstream_ttfb: HistogramSnapshot,
 }
 
 impl Stats {
@@ -130,7 +151,8 @@ impl Stats {
                 206 => add(&self.partial, 1),
                 304 => add(&self.not_modified, 1),
                 301 | 308 => add(&self.redirects, 1),
-                _ => {}
+                400..=599 => add(&self.local_errors, 1),
+                _ => add(&self.other, 1),
             }
         }
         match status {
@@ -141,9 +163,10 @@ impl Stats {
         add(&self.bytes_sent, bytes);
     }
 
+    /// This block's counters (uptime 0: see [`StatsSet::snapshot`]).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            uptime_secs: self.started.elapsed().as_secs(),
+            uptime_secs: 0,
             static_hits: get(&self.static_hits),
             not_modified: get(&self.not_modified),
             partial: get(&self.partial),
@@ -170,7 +193,22 @@ impl Stats {
             tls_resumed: get(&self.tls_resumed),
             tls_failures: std::array::from_fn(|i| get(&self.tls_failures[i])),
             proxy_refused: get(&self.proxy_refused),
+            local_errors: get(&self.local_errors),
+            other: get(&self.other),
+            durations: std::array::from_fn(|i| self.durations[i].snapshot()),
+            upstream_ttfb: self.upstream_ttfb.snapshot(),
         }
+    }
+
+    /// Counts a turn of the worker loop.
+    pub fn turn(&self) {
+        add(&self.turns, 1);
+    }
+
+    /// Records how long a request took, from its head's first bytes to its response's last
+    /// bytes handed to the kernel.
+    pub fn observe(&self, outcome: Outcome, took: Duration) {
+        self.durations[outcome as usize].observe(took);
     }
 
     /// Counts an exchange that failed, by class; an upstream failure other than a timeout is
@@ -182,6 +220,238 @@ impl Stats {
         } else if class.upstream_failure() {
             add(&self.upstream_failures, 1);
         }
+    }
+}
+
+impl Snapshot {
+    /// Adds another block's counters to these.
+    fn merge(&mut self, o: &Snapshot) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        sum!(
+            static_hits,
+            not_modified,
+            partial,
+            redirects,
+            forwarded,
+            client_errors,
+            server_errors,
+            bytes_sent,
+            upstream_opened,
+            upstream_reused,
+            upstream_failures,
+            upstream_timeouts,
+            upstream_open,
+            upstream_idle,
+            tunnels,
+            tunnels_spliced,
+            tunnels_half_spliced,
+            cold_reads,
+            cold_bytes,
+            cold_wait_us,
+            cold_in_flight,
+            tls_full,
+            tls_resumed,
+            proxy_refused,
+            local_errors,
+            other
+        );
+        for (a, b) in self.proxy_errors.iter_mut().zip(o.proxy_errors) {
+            *a += b;
+        }
+        for (a, b) in self.tls_failures.iter_mut().zip(o.tls_failures) {
+            *a += b;
+        }
+        for (a, b) in self.durations.iter_mut().zip(&o.durations) {
+            a.merge(b);
+        }
+        self.upstream_ttfb.merge(&o.upstream_ttfb);
+    }
+
+    /// Requests answered, every outcome (each is one observation of a duration histogram).
+    pub fn requests(&self) -> u64 {
+        self.static_hits
+            + self.not_modified
+            + self.partial
+            + self.redirects
+            + self.forwarded
+            + self.local_errors
+            + self.other
+    }
+}
+
+/// Every block of counters: one per worker, then one for the other threads (cold reads).
+pub struct StatsSet {
+    pub started: Instant,
+    parts: Vec<Arc<Stats>>,
+}
+
+impl StatsSet {
+    pub fn new(workers: usize) -> StatsSet {
+        StatsSet {
+            started: Instant::now(),
+            parts: (0..=workers).map(|_| Arc::new(Stats::default())).collect(),
+        }
+    }
+
+    /// Worker `i`'s block.
+    pub fn worker(&self, i: usize) -> Arc<Stats> {
+        self.parts[i.min(self.parts.len() - 1)].clone()
+    }
+
+    /// The other threads' block.
+    pub fn others(&self) -> Arc<Stats> {
+        self.parts[self.parts.len() - 1].clone()
+    }
+
+    /// The sum of every block.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut total = Snapshot {
+            uptime_secs: self.started.elapsed().as_secs(),
+            ..Snapshot::default()
+        };
+        for p in &self.parts {
+            total.merge(&p.snapshot());
+        }
+        total
+    }
+
+    /// Each worker's loop turns so far.
+    pub fn turns(&self) -> Vec<u64> {
+        self.parts[..self.parts.len() - 1]
+            .iter()
+            .map(|p| get(&p.turns))
+            .collect()
+    }
+}
+
+/// What a request's duration is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered here from a webroot (200, 206, 304, redirects; anything else below 400).
+    Static,
+    /// Answered by the upstream.
+    Forwarded,
+    /// Answered here with an error: 4xx, 5xx, and the upstream's failures (502, 504).
+    Error,
+    /// An upgrade (101): the duration is the tunnel's life.
+    Tunnel,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Static,
+        Outcome::Forwarded,
+        Outcome::Error,
+        Outcome::Tunnel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Static => "static",
+            Outcome::Forwarded => "forwarded",
+            Outcome::Error => "error",
+            Outcome::Tunnel => "tunnel",
+        }
+    }
+
+    /// The outcome of a response answered here (not by the upstream).
+    pub fn local(status: u16) -> Outcome {
+        if status >= 400 {
+            Outcome::Error
+        } else {
+            Outcome::Static
+        }
+    }
+}
+
+/// Upper bounds of the histograms' buckets, in microseconds (50 us to 60 s; +Inf after).
+pub const BUCKETS_US: [u64; 19] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// A latency histogram one thread writes: a count per bucket (not cumulative; the last is
+/// +Inf) and the sum in microseconds. An observation is a search of 19 bounds and two relaxed
+/// increments: no lock, no allocation.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// A histogram read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Per bucket, not cumulative; the last is +Inf.
+    pub counts: [u64; BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        add(&self.counts[i], 1);
+        add(&self.sum_us, us);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: std::array::from_fn(|i| get(&self.counts[i])),
+            sum_us: get(&self.sum_us),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    fn merge(&mut self, o: &HistogramSnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        self.sum_us += o.sum_us;
+    }
+
+    /// Observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// (upper bound in seconds, count) per bucket, not cumulative, +Inf last.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let le = BUCKETS_US.get(i).map_or(f64::INFINITY, |&b| b as f64 / 1e6);
+                (le, c)
+            })
+            .collect()
+    }
+
+    /// The upper bound (seconds) of the bucket holding quantile `q` of what was observed
+    /// since `before` (None: nothing observed, or beyond the last bound).
+    pub fn quantile_since(&self, before: &HistogramSnapshot, q: f64) -> Option<f64> {
+        let d: Vec<u64> = self
+            .counts
+            .iter()
+            .zip(before.counts)
+            .map(|(a, b)| a.saturating_sub(b))
+            .collect();
+        let total: u64 = d.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut n = 0;
+        for (i, c) in d.iter().enumerate() {
+            n += c;
+            if n >= rank {
+                return BUCKETS_US.get(i).map(|&b| b as f64 / 1e6);
+            }
+        }
+        None
     }
 }
 
@@ -334,6 +604,8 @@ pub const COUNTERS: &[Counter] = &[
     counter!("requests", "206", "requests"."partial", "httpd_requests_total"{"outcome"="partial"}, counter, "", |s| s.partial),
     counter!("requests", "redirect", "requests"."redirect", "httpd_requests_total"{"outcome"="redirect"}, counter, "", |s| s.redirects),
     counter!("requests", "forwarded", "requests"."forwarded", "httpd_requests_total"{"outcome"="forwarded"}, counter, "", |s| s.forwarded),
+    counter!("requests", "error", "requests"."error", "httpd_requests_total"{"outcome"="error"}, counter, "", |s| s.local_errors),
+    counter!("requests", "other", "requests"."other", "httpd_requests_total"{"outcome"="other"}, counter, "", |s| s.other),
     counter!("requests", "4xx", "requests"."client_error", "httpd_errors_total"{"class"="4xx"}, counter, "Error responses by class.", |s| s.client_errors),
     counter!("requests", "5xx", "requests"."server_error", "httpd_errors_total"{"class"="5xx"}, counter, "", |s| s.server_errors),
     counter!("requests", "bytes sent", ""."bytes_sent", "httpd_sent_bytes_total", counter, "Body bytes sent.", |s| s.bytes_sent),

@@ -576,6 +576,17 @@ fn peer_read_all(local: std::net::SocketAddr, peer: std::net::SocketAddr) -> boo
     matches!(socket_queues(peer, local), Ok(None | Some((0, _))))
 }
 
+/// CLOCK_MONOTONIC in microseconds (sd_notify's MONOTONIC_USEC).
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the valid timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -253,11 +253,11 @@ pub struct Registry {
     /// Woken when a webroot is withdrawn, so they drop it at once.
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     /// Requests to the watcher thread (see [`Registry::watch`]).
-    requests: Mutex<Option<std::sync::mpsc::Sender<Request>>>,
+    requests: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Request>>>,
 }
 
 /// What the watcher thread is asked to do.
-enum Request {
+pub enum Request {
     /// Something changed (inotify, a lease break): scan.
     Scan,
     /// Forget refused entries, scan, and answer with the number of hosts.
@@ -576,13 +576,10 @@ impl Registry {
         }
     }
 
-    /// Watches the directory (inotify) and rescans on every change, on every request
-    /// ([`Registry::poke`], [`Registry::reload`]) and every `period` anyway (every 50 ms while
-    /// an entry is open for writing), on a thread of its own, until the process exits. The
-    /// thread inherits the caller's credentials: call it after dropping privileges, from the
-    /// thread that kept CAP_LEASE.
-    pub fn watch(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
-        let (tx, rx) = std::sync::mpsc::channel::<Request>();
+    /// Watches the directory (inotify): every change, lease break and reload request reaches
+    /// the returned [`Watch`], which `watch_loop` runs on the control plane.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<Watch> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
         let events = tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own scans open and read the directory: access events are not changes.
@@ -595,42 +592,60 @@ impl Registry {
             .watch(&self.dir, notify::RecursiveMode::NonRecursive)
             .map_err(std::io::Error::other)?;
         *lock(&self.requests) = Some(tx);
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("vhosts".into())
-            .spawn(move || {
-                let _watcher = watcher; // lives as long as the thread
-                loop {
-                    let wait = if lock(&me.state).busy {
-                        Duration::from_millis(50)
-                    } else {
-                        period
-                    };
-                    let mut replies = Vec::new();
-                    match rx.recv_timeout(wait) {
-                        Ok(first) => {
-                            // Let a burst of events (rename + create) settle.
-                            std::thread::sleep(Duration::from_millis(20));
-                            for r in std::iter::once(first).chain(rx.try_iter()) {
-                                if let Request::Reload(reply) = r {
-                                    replies.push(reply);
-                                }
-                            }
+        Ok(Watch {
+            _watcher: watcher,
+            rx,
+        })
+    }
+
+    /// Scans on every change and every `period` anyway (every 50 ms while an entry is being
+    /// written): the scans themselves on the runtime's blocking threads.
+    pub async fn watch_loop(self: Arc<Self>, mut w: Watch, period: Duration) {
+        loop {
+            // Busy: a scan holds the state now, or the last one saw a file still changing.
+            let busy = self.state.try_lock().map_or(true, |st| st.busy);
+            let wait = if busy {
+                Duration::from_millis(50)
+            } else {
+                period
+            };
+            let mut replies = Vec::new();
+            match tokio::time::timeout(wait, w.rx.recv()).await {
+                Ok(Some(first)) => {
+                    // Let a burst of events (rename + create) settle.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let mut more = vec![first];
+                    while let Ok(r) = w.rx.try_recv() {
+                        more.push(r);
+                    }
+                    for r in more {
+                        if let Request::Reload(reply) = r {
+                            replies.push(reply);
                         }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                    if !replies.is_empty() {
-                        me.forget_failures();
-                    }
-                    let n = me.rescan();
-                    for r in replies {
-                        let _ = r.send(n);
                     }
                 }
-            })?;
-        Ok(())
+                Ok(None) => return,
+                Err(_) => {}
+            }
+            let me = self.clone();
+            let scan = tokio::task::spawn_blocking(move || {
+                if !replies.is_empty() {
+                    me.forget_failures();
+                }
+                let n = me.rescan();
+                for r in replies {
+                    let _ = r.send(n);
+                }
+            });
+            let _ = scan.await;
+        }
     }
+}
+
+/// The directory's watch: the inotify watcher and its events.
+pub struct Watch {
+    _watcher: notify::RecommendedWatcher,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
 }
 
 /// Locks a mutex, taking it over from a thread that panicked while holding it.

@@ -34,7 +34,7 @@ pub struct Limits {
 /// State shared by the workers and the main thread.
 pub struct Shared {
     pub registry: Arc<Registry>,
-    pub stats: Arc<crate::stats::Stats>,
+    pub stats: crate::stats::StatsSet,
     pub limits: Limits,
     pub open: AtomicUsize,
     pub stop: AtomicBool,
@@ -60,10 +60,12 @@ impl Worker {
         Ok(Worker { poll, waker })
     }
 
+    /// Runs worker `index` until the stop's drain ends.
     pub fn run(
         mut self,
         listeners: Vec<std::net::TcpListener>,
         shared: Arc<Shared>,
+        index: usize,
     ) -> std::io::Result<()> {
         let mut listeners: Vec<TcpListener> =
             listeners.into_iter().map(TcpListener::from_std).collect();
@@ -74,7 +76,7 @@ impl Worker {
                 .register(l, Token(i), Interest::READABLE)?;
         }
         let limits = shared.limits.clone();
-        let mut st = LoopState::new(nl, &shared, &self.waker);
+        let mut st = LoopState::new(nl, &shared, &self.waker, index);
         let mut clock = Clock::new(nl, shared.registry.generation());
         let mut events = Events::with_capacity(1024);
         loop {
@@ -91,6 +93,9 @@ impl Worker {
                 return Err(e);
             }
             let now = Instant::now();
+            #[cfg(feature = "failpoints")]
+            crate::failpoints::worker_turn(index);
+            st.stats.turn();
             st.new_turn(&self.poll, &shared, &mut clock);
             let mut woken = false;
             for ev in events.iter() {
@@ -228,7 +233,8 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn new(nl: usize, shared: &Shared, waker: &Arc<Waker>) -> LoopState {
+    fn new(nl: usize, shared: &Shared, waker: &Arc<Waker>, index: usize) -> LoopState {
+        let stats = shared.stats.worker(index);
         LoopState {
             conns: Slab::with_capacity(1024),
             date: DateCache::default(),
@@ -245,8 +251,8 @@ impl LoopState {
             up_scratch: Vec::new(),
             slots: Default::default(),
             spare_bufs: Vec::new(),
-            pool: Pool::new(shared.stats.clone()),
-            stats: shared.stats.clone(),
+            pool: Pool::new(stats.clone()),
+            stats,
             nl,
             ticking: Vec::new(),
             yielded: Vec::new(),
@@ -458,7 +464,7 @@ impl LoopState {
         fresh: &mut Vec<usize>,
     ) -> Backlog {
         fresh.clear();
-        let backlog = accept(l, index, &mut self.conns, shared, now, fresh);
+        let backlog = accept(l, index, &mut self.conns, shared, &self.stats, now, fresh);
         for &key in fresh.iter() {
             self.drive(
                 poll,
@@ -704,6 +710,7 @@ fn accept(
     index: usize,
     conns: &mut Slab<Conn>,
     shared: &Shared,
+    stats: &crate::stats::Stats,
     now: Instant,
     fresh: &mut Vec<usize>,
 ) -> Backlog {
@@ -728,7 +735,7 @@ fn accept(
                     && !crate::proxyproto::trusted(nets, peer.ip())
                 {
                     // Not a proxy this listener trusts: it may not say who the client is.
-                    shared.stats.proxy_refused.fetch_add(1, Ordering::Relaxed);
+                    stats.proxy_refused.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("{peer}: not a trusted PROXY protocol source; closed");
                     continue;
                 }

@@ -86,6 +86,8 @@ pub struct Exchange {
     sent_at: Option<Instant>,
     /// Something of the response went to the client.
     sent_client: bool,
+    /// The response's first bytes arrived (its time to first byte is observed).
+    first_byte: bool,
     pub log: LogFields,
 }
 
@@ -207,6 +209,7 @@ impl Exchange {
             poolable: !fresh,
             sent_at: None,
             sent_client: false,
+            first_byte: false,
             log: r.log,
         })
     }
@@ -324,7 +327,18 @@ impl Exchange {
         let mut scratch = std::mem::take(t.up.scratch);
         scratch.clear();
         let r = match self.read_into(&mut scratch, t) {
-            Ok(Read::Data) => self.relay(&scratch, t),
+            Ok(Read::Data) => {
+                if !self.first_byte && !scratch.is_empty() {
+                    self.first_byte = true;
+                    // From the turn the request's last byte went (zero: the upstream answered
+                    // before the request was all sent) to this read.
+                    let took = self.sent_at.map_or(Duration::ZERO, |s| {
+                        Instant::now().saturating_duration_since(s)
+                    });
+                    t.up.pool.stats.upstream_ttfb.observe(took);
+                }
+                self.relay(&scratch, t)
+            }
             // Sent again on a fresh connection: the turn goes on (its writes).
             Ok(Read::Retried) => Ok(true),
             Ok(Read::Nothing) => Ok(false),

@@ -267,10 +267,10 @@ impl CertStore {
         v
     }
 
-    /// Watches the directory and the configured files' directories (inotify) and rescans on
-    /// every change and every `period` anyway, on a thread of its own.
-    pub fn watch(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// Watches the directory and the configured files' directories (inotify); `watch_loop`
+    /// rescans on every change and every period anyway, on the control plane.
+    pub fn watch(&self) -> std::io::Result<CertWatch> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if !matches!(&res, Ok(e) if e.kind.is_access()) {
                 let _ = tx.send(());
@@ -293,26 +293,35 @@ impl CertStore {
                 tracing::warn!("watching {}: {e}", d.display());
             }
         }
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("tls-certs".into())
-            .spawn(move || {
-                let _watcher = watcher;
-                loop {
-                    match rx.recv_timeout(period) {
-                        Ok(()) => {
-                            // Let a burst of events (two files written, renamed) settle.
-                            std::thread::sleep(Duration::from_millis(50));
-                            while rx.try_recv().is_ok() {}
-                        }
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                    me.rescan();
-                }
-            })?;
-        Ok(())
+        Ok(CertWatch {
+            _watcher: watcher,
+            rx,
+        })
     }
+
+    /// Rescans on every change (after 50 ms for a burst to settle) and every `period`, on the
+    /// runtime's blocking threads.
+    pub async fn watch_loop(self: Arc<Self>, mut w: CertWatch, period: Duration) {
+        loop {
+            match tokio::time::timeout(period, w.rx.recv()).await {
+                Ok(Some(())) => {
+                    // Let a burst of events (two files written, renamed) settle.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while w.rx.try_recv().is_ok() {}
+                }
+                Ok(None) => return,
+                Err(_) => {}
+            }
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.rescan()).await;
+        }
+    }
+}
+
+/// The certificates' watch: the inotify watcher and its events.
+pub struct CertWatch {
+    _watcher: notify::RecommendedWatcher,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 impl ResolvesServerCert for CertStore {
