@@ -88,7 +88,12 @@ impl Httpd {
 
     /// [`Httpd::start`] with extra environment variables.
     pub fn start_env(vhosts: &Path, extra: &[&str], env: &[(&str, &str)]) -> Httpd {
-        let mut cmd = Command::new(bin("httpd"));
+        Httpd::start_bin("httpd", vhosts, extra, env)
+    }
+
+    /// [`Httpd::start_env`] with another binary of the target directory (`httpd-failpoints`).
+    pub fn start_bin(name: &str, vhosts: &Path, extra: &[&str], env: &[(&str, &str)]) -> Httpd {
+        let mut cmd = Command::new(bin(name));
         cmd.envs(env.iter().copied());
         cmd.args(["--listen", "127.0.0.1:0"]);
         if !extra.contains(&"--ebpf") {

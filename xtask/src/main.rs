@@ -13,7 +13,7 @@ mod soak;
 mod tls_bench;
 mod tunnel_bench;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -146,6 +146,7 @@ fn test(extra: &[String]) -> Result<()> {
     setup::setup()?;
     provenance::check()?;
     ebpf::build_ebpf()?;
+    build_failpoints()?;
     cmd::cargo(&["build", "--release", "--workspace", "--bins"])?;
     cmd::cargo(&["fmt", "--all", "--check"])?;
     cmd::cargo(&[
@@ -171,6 +172,25 @@ fn test(extra: &[String]) -> Result<()> {
         print!("{table}");
         std::fs::write(target.join("fuzz.md"), table)?;
     }
+    Ok(())
+}
+
+/// httpd with failpoints (the `failpoints` feature) as target/release/httpd-failpoints, for the
+/// tests that wedge a worker; the plain build that follows puts the release httpd back.
+fn build_failpoints() -> Result<()> {
+    cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "httpd",
+        "--bin",
+        "httpd",
+        "--features",
+        "failpoints",
+    ])?;
+    let dir = cmd::root().join("target/release");
+    std::fs::copy(dir.join("httpd"), dir.join("httpd-failpoints"))
+        .context("copying httpd-failpoints")?;
     Ok(())
 }
 

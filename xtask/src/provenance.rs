@@ -143,6 +143,18 @@ fn needs() -> Vec<(Locate, String)> {
         (prog("wget"), "tests (static_serving)"),
         (prog("openssl"), "tests (tls: s_client), bench --only tls"),
         (prog("python3"), "tests (control: sd_notify peer)"),
+        (
+            prog("promtool"),
+            "tests (observability: promtool check metrics)",
+        ),
+        (
+            path("/usr/bin/python3"),
+            "tests (observability: Debian's python for its packages)",
+        ),
+        (
+            path("/usr/lib/python3/dist-packages/prometheus_client"),
+            "tests (observability: the OpenMetrics parser)",
+        ),
         (prog("sh"), "tests (forward)"),
         (prog("head"), "tests (forward)"),
         (prog("bpftool"), "tests (ebpf_fastpath)"),

@@ -14,7 +14,9 @@ use crate::cmd;
 ///   `core` library, for the eBPF crate;
 /// - LLVM 22 (llvm-22: llvm-config; libllvm22: the libLLVM that bpf-linker loads; the -dev
 ///   packages, zstd and zlib to build bpf-linker);
-/// - curl, wget and bpftool for the tests; nginx, wrk and procps (pgrep) for the benchmarks.
+/// - curl, wget and bpftool for the tests; nginx, wrk and procps (pgrep) for the benchmarks;
+///   prometheus for its promtool and python3-prometheus-client for its OpenMetrics parser (the
+///   tests check the metrics exposition in both formats with them).
 ///
 /// Every package whose files xtask or the tests use is named here, not left to a dependency:
 /// `cargo xtask setup --check` holds every program and path to this list and the image's.
@@ -37,6 +39,8 @@ pub const PACKAGES: &[&str] = &[
     "wget",
     "bpftool",
     "openssl",
+    "prometheus",
+    "python3-prometheus-client",
 ];
 
 fn installed(pkg: &str) -> bool {
