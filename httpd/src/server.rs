@@ -198,7 +198,8 @@ pub fn run(mut args: Args) -> Result<()> {
             let l =
                 std::net::TcpListener::bind(addr).with_context(|| format!("metrics on {addr}"))?;
             let bound = l.local_addr()?;
-            tracing::info!("metrics on http://{bound}/metrics (and /livez, /readyz)");
+            tracing::info!("metrics on http://{bound}/metrics");
+            tracing::info!("health checks on http://{bound}/livez and /readyz");
             Some(l)
         }
         None => None,

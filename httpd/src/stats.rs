@@ -665,6 +665,57 @@ impl HostStats {
 mod tests {
     use super::*;
 
+    /// Bounds are inclusive (Prometheus' `le`); past the last one is +Inf.
+    #[test]
+    fn histogram_buckets_and_quantiles() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_micros(900));
+        h.observe(Duration::from_secs(61));
+        let s = h.snapshot();
+        assert_eq!(s.counts[0], 1);
+        assert_eq!(s.counts[1], 1);
+        assert_eq!(s.counts[4], 1, "900 us: le 1 ms");
+        assert_eq!(s.counts[BUCKETS_US.len()], 1, "+Inf");
+        assert_eq!(s.count(), 4);
+        assert_eq!(s.sum_us, 50 + 51 + 900 + 61_000_000);
+        let b = s.buckets();
+        assert_eq!(b.len(), BUCKETS_US.len() + 1);
+        assert_eq!(b[0], (0.00005, 1));
+        assert!(b[BUCKETS_US.len()].0.is_infinite());
+        let none = HistogramSnapshot::default();
+        assert_eq!(s.quantile_since(&none, 0.5), Some(0.0001));
+        assert_eq!(s.quantile_since(&none, 0.75), Some(0.001));
+        assert_eq!(s.quantile_since(&none, 1.0), None, "beyond the last bound");
+        assert_eq!(s.quantile_since(&s, 0.5), None, "nothing new");
+    }
+
+    /// The set sums every worker's block and the others'.
+    #[test]
+    fn the_set_sums_its_blocks() {
+        let set = StatsSet::new(2);
+        set.worker(0).request(200, 10, false);
+        set.worker(1).request(200, 5, false);
+        set.worker(1).request(502, 0, true);
+        set.worker(1).request(404, 0, false);
+        set.others().cold_in_flight.fetch_add(3, Ordering::Relaxed);
+        set.worker(0)
+            .observe(Outcome::Static, Duration::from_micros(10));
+        set.worker(1)
+            .observe(Outcome::Static, Duration::from_micros(10));
+        set.worker(1).turn();
+        let s = set.snapshot();
+        assert_eq!(
+            (s.static_hits, s.forwarded, s.local_errors, s.bytes_sent),
+            (2, 1, 1, 15)
+        );
+        assert_eq!(s.requests(), 4);
+        assert_eq!(s.cold_in_flight, 3);
+        assert_eq!(s.durations[Outcome::Static as usize].count(), 2);
+        assert_eq!(set.turns(), vec![0, 1], "workers only");
+    }
+
     /// The table the status text, the JSON and the metrics come from: each metric's rows
     /// together, its first row with help; each failed-exchange row reads its own class.
     #[test]
