@@ -59,6 +59,18 @@ pub fn pattern(seed: u32, len: usize) -> Vec<u8> {
 }
 
 /// Writes `files` (relative path, content) under `dir`.
+/// A vhosts directory under `dir` with `__default__` and `two.test`, both serving
+/// `index.html` ("home") and `a.txt` ("aaa").
+pub fn two_hosts(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    write_tree(&src, &[("index.html", b"home"), ("a.txt", b"aaa")]);
+    let v = dir.join("vhosts");
+    std::fs::create_dir(&v).expect("vhosts dir");
+    mkroot(&src, &v.join("__default__"), &[]);
+    std::fs::copy(v.join("__default__"), v.join("two.test")).expect("copy webroot");
+    v
+}
+
 pub fn write_tree(dir: &Path, files: &[(&str, &[u8])]) {
     for (p, c) in files {
         let path = dir.join(p);

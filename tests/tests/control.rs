@@ -10,13 +10,7 @@ use std::time::Duration;
 use tests::{App, Httpd, Raw, bin, is_root, mkroot, request, write_tree};
 
 fn vhosts(dir: &Path) -> PathBuf {
-    let src = dir.join("src");
-    write_tree(&src, &[("index.html", b"home"), ("a.txt", b"aaa")]);
-    let v = dir.join("vhosts");
-    std::fs::create_dir(&v).unwrap();
-    mkroot(&src, &v.join("__default__"), &[]);
-    std::fs::copy(v.join("__default__"), v.join("two.test")).unwrap();
-    v
+    tests::two_hosts(dir)
 }
 
 fn ctl(control: &Path, args: &[&str]) -> (bool, String) {

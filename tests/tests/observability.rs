@@ -10,16 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{App, Httpd, bin, ci, mkroot, request, write_tree};
+use tests::{App, Httpd, bin, ci, request};
 
 fn vhosts(dir: &Path) -> PathBuf {
-    let src = dir.join("src");
-    write_tree(&src, &[("index.html", b"home"), ("a.txt", b"aaa")]);
-    let v = dir.join("vhosts");
-    std::fs::create_dir(&v).unwrap();
-    mkroot(&src, &v.join("__default__"), &[]);
-    std::fs::copy(v.join("__default__"), v.join("two.test")).unwrap();
-    v
+    tests::two_hosts(dir)
 }
 
 /// The metrics listener's address, from httpd's log.
