@@ -1315,6 +1315,12 @@ impl Conn {
                 let Some(x) = slot.release(slots) else {
                     return;
                 };
+                // Cut short before any response (499): not the upstream's answer.
+                self.decided(if a.is_none() && !x.sent_client() {
+                    crate::stats::Outcome::Error
+                } else {
+                    crate::stats::Outcome::Forwarded
+                });
                 let a = a.unwrap_or_else(|| {
                     let (status, bytes) = x.outcome();
                     Answered {
@@ -1323,7 +1329,6 @@ impl Conn {
                         close: true,
                     }
                 });
-                self.decided(crate::stats::Outcome::Forwarded);
                 self.log_exchange(&x.log, &a, stats, clf_time);
                 x.finish(pool, registry, bufs);
             }

@@ -104,7 +104,10 @@ async fn run(mut sig: Signals, p: Parts) {
             _ = sig.term.recv() => libc::SIGTERM,
             _ = sig.int.recv() => libc::SIGINT,
             _ = sig.hup.recv() => {
-                tokio::spawn(reload(c.clone()));
+                // Stopping: nothing to reload (and systemd is told STOPPING, not RELOADING).
+                if !stopping {
+                    tokio::spawn(reload(c.clone()));
+                }
                 continue;
             }
             _ = sig.usr1.recv() => {
@@ -124,7 +127,9 @@ async fn run(mut sig: Signals, p: Parts) {
         if stopping {
             tracing::warn!("signal {stop_signal} again: stopping now");
             if let Some(l) = c.logs.clone() {
-                let _ = tokio::task::spawn_blocking(move || l.flush_all()).await;
+                // At once means at once: a log disk that hangs gets a second, not more.
+                let flush = tokio::task::spawn_blocking(move || l.flush_all());
+                let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
             }
             std::process::exit(1);
         }
@@ -181,20 +186,30 @@ fn watchdog_period() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 4).max(Duration::from_millis(5)))
 }
 
-/// Pings systemd (`WATCHDOG=1`) every `period` while every worker's loop has turned since the
-/// last check. Each check wakes every worker, so an idle one turns before the next; a wedged
-/// one does not, the pings stop, and systemd restarts the process. Once the stop began, the
-/// pings go on (workers end one by one as their connections drain).
+/// Pings systemd (`WATCHDOG=1`) every `period` while every running worker's loop has turned
+/// since the last check. Each check wakes every worker, so an idle one turns before the next;
+/// a wedged one does not, the pings stop, and systemd restarts the process. A worker that
+/// ended (its connections drained at the stop) is not waited for; one that wedges while
+/// draining stops the pings like any other.
 async fn watchdog(c: Arc<Control>, wakers: Vec<Arc<mio::Waker>>, period: Duration) {
+    let wake_all = || {
+        for w in &wakers {
+            let _ = w.wake();
+        }
+    };
     let mut last = c.shared.stats.turns();
+    wake_all();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stalled: Option<usize> = None;
     loop {
         tick.tick().await;
         let now = c.shared.stats.turns();
-        let stuck = now.iter().zip(&last).position(|(a, b)| a == b);
-        let stopping = c.shared.stop.load(Ordering::Acquire);
+        // None: the worker ended.
+        let stuck = now
+            .iter()
+            .zip(&last)
+            .position(|(a, b)| a.is_some() && a == b);
         match stuck {
             None => {
                 if let Some(w) = stalled.take() {
@@ -202,7 +217,6 @@ async fn watchdog(c: Arc<Control>, wakers: Vec<Arc<mio::Waker>>, period: Duratio
                 }
                 crate::sys::sd_notify("WATCHDOG=1");
             }
-            Some(_) if stopping => crate::sys::sd_notify("WATCHDOG=1"),
             Some(w) => {
                 if stalled.is_none() {
                     tracing::error!(
@@ -213,9 +227,7 @@ async fn watchdog(c: Arc<Control>, wakers: Vec<Arc<mio::Waker>>, period: Duratio
                 stalled = Some(w);
             }
         }
-        for w in &wakers {
-            let _ = w.wake();
-        }
+        wake_all();
         last = now;
     }
 }

@@ -155,7 +155,12 @@ pub fn run(mut args: Args) -> Result<()> {
         handles.push(
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || w.run(ls, sh, i))?,
+                .spawn(move || {
+                    let r = w.run(ls, sh.clone(), i);
+                    // The watchdog waits for running workers only.
+                    sh.stats.worker(i).ended.store(true, Ordering::Release);
+                    r
+                })?,
         );
     }
     for l in &shared.listeners {

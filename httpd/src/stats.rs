@@ -59,8 +59,10 @@ pub struct Stats {
     /// anything else not counted above.
     pub local_errors: AtomicU64,
     pub other: AtomicU64,
-    /// Turns of the worker's event loop (the watchdog's sign of life).
+    /// Turns of the worker's event loop (the watchdog's sign of life), and whether the loop
+    /// ended (the stop's drain is over for it).
     pub turns: AtomicU64,
+    pub ended: std::sync::atomic::AtomicBool,
     /// Request durations by outcome (`Outcome`), and the upstream's time to first byte.
     pub durations: [Histogram; Outcome::ALL.len()],
     pub upstream_ttfb: Histogram,
@@ -98,6 +100,7 @@ impl Default for Stats {
             local_errors: AtomicU64::new(0),
             other: AtomicU64::new(0),
             turns: AtomicU64::new(0),
+            ended: std::sync::atomic::AtomicBool::new(false),
             durations: Default::default(),
             upstream_ttfb: Histogram::default(),
         }
@@ -205,8 +208,8 @@ impl Stats {
         add(&self.turns, 1);
     }
 
-    /// Records how long a request took, from its head's first bytes to its response's last
-    /// bytes handed to the kernel.
+    /// Records how long a request took: from the loop turn in which its head was complete to
+    /// its answer's last byte handed to the kernel.
     pub fn observe(&self, outcome: Outcome, took: Duration) {
         self.durations[outcome as usize].observe(took);
     }
@@ -317,11 +320,11 @@ impl StatsSet {
         total
     }
 
-    /// Each worker's loop turns so far.
-    pub fn turns(&self) -> Vec<u64> {
+    /// Each worker's loop turns so far (None: its loop ended).
+    pub fn turns(&self) -> Vec<Option<u64>> {
         self.parts[..self.parts.len() - 1]
             .iter()
-            .map(|p| get(&p.turns))
+            .map(|p| (!p.ended.load(Ordering::Acquire)).then(|| get(&p.turns)))
             .collect()
     }
 }
@@ -713,7 +716,9 @@ mod tests {
         assert_eq!(s.requests(), 4);
         assert_eq!(s.cold_in_flight, 3);
         assert_eq!(s.durations[Outcome::Static as usize].count(), 2);
-        assert_eq!(set.turns(), vec![0, 1], "workers only");
+        assert_eq!(set.turns(), vec![Some(0), Some(1)], "workers only");
+        set.worker(0).ended.store(true, Ordering::Release);
+        assert_eq!(set.turns(), vec![None, Some(1)]);
     }
 
     /// The table the status text, the JSON and the metrics come from: each metric's rows

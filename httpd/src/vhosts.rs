@@ -252,16 +252,8 @@ pub struct Registry {
     lease_signal: std::sync::atomic::AtomicI32,
     /// Woken when a webroot is withdrawn, so they drop it at once.
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
-    /// Requests to the watcher thread (see [`Registry::watch`]).
-    requests: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Request>>>,
-}
-
-/// What the watcher thread is asked to do.
-pub enum Request {
-    /// Something changed (inotify, a lease break): scan.
-    Scan,
-    /// Forget refused entries, scan, and answer with the number of hosts.
-    Reload(std::sync::mpsc::Sender<usize>),
+    /// Scan requests to the watcher loop (see [`Registry::watch`]).
+    requests: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
 }
 
 #[derive(Default)]
@@ -310,26 +302,18 @@ impl Registry {
     pub fn poke(&self) {
         let sent = lock(&self.requests)
             .as_ref()
-            .is_some_and(|tx| tx.send(Request::Scan).is_ok());
+            .is_some_and(|tx| tx.send(()).is_ok());
         if !sent {
             self.rescan();
         }
     }
 
-    /// Forgets refused entries and scans, on the watcher thread (which keeps the capability to
-    /// take leases after `--user`); returns the number of hosts.
+    /// Forgets refused entries and scans; returns the number of hosts. Called on a blocking
+    /// thread of the control plane (which, like every thread it starts, keeps the capability to
+    /// take leases after `--user`); a scan of the watcher at the same moment waits its turn.
     pub fn reload(&self) -> usize {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sent = lock(&self.requests)
-            .as_ref()
-            .is_some_and(|r| r.send(Request::Reload(tx)).is_ok());
-        match sent.then(|| rx.recv().ok()).flatten() {
-            Some(n) => n,
-            None => {
-                self.forget_failures();
-                self.rescan()
-            }
-        }
+        self.forget_failures();
+        self.rescan()
     }
 
     fn wake_workers(&self) {
@@ -579,12 +563,12 @@ impl Registry {
     /// Watches the directory (inotify): every change, lease break and reload request reaches
     /// the returned [`Watch`], which `watch_loop` runs on the control plane.
     pub fn watch(self: &Arc<Self>) -> std::io::Result<Watch> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let events = tx.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own scans open and read the directory: access events are not changes.
             if !matches!(&res, Ok(e) if e.kind.is_access()) {
-                let _ = events.send(Request::Scan);
+                let _ = events.send(());
             }
         })
         .map_err(std::io::Error::other)?;
@@ -598,8 +582,9 @@ impl Registry {
         })
     }
 
-    /// Scans on every change and every `period` anyway (every 50 ms while an entry is being
-    /// written): the scans themselves on the runtime's blocking threads.
+    /// Scans on every change (inotify, a lease break) and every `period` anyway (every 50 ms
+    /// while an entry is being written): the scans themselves on the runtime's blocking
+    /// threads.
     pub async fn watch_loop(self: Arc<Self>, mut w: Watch, period: Duration) {
         loop {
             // Busy: a scan holds the state now, or the last one saw a file still changing.
@@ -609,35 +594,17 @@ impl Registry {
             } else {
                 period
             };
-            let mut replies = Vec::new();
             match tokio::time::timeout(wait, w.rx.recv()).await {
-                Ok(Some(first)) => {
+                Ok(Some(())) => {
                     // Let a burst of events (rename + create) settle.
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    let mut more = vec![first];
-                    while let Ok(r) = w.rx.try_recv() {
-                        more.push(r);
-                    }
-                    for r in more {
-                        if let Request::Reload(reply) = r {
-                            replies.push(reply);
-                        }
-                    }
+                    while w.rx.try_recv().is_ok() {}
                 }
                 Ok(None) => return,
                 Err(_) => {}
             }
             let me = self.clone();
-            let scan = tokio::task::spawn_blocking(move || {
-                if !replies.is_empty() {
-                    me.forget_failures();
-                }
-                let n = me.rescan();
-                for r in replies {
-                    let _ = r.send(n);
-                }
-            });
-            let _ = scan.await;
+            let _ = tokio::task::spawn_blocking(move || me.rescan()).await;
         }
     }
 }
@@ -645,7 +612,7 @@ impl Registry {
 /// The directory's watch: the inotify watcher and its events.
 pub struct Watch {
     _watcher: notify::RecommendedWatcher,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Request>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 /// Locks a mutex, taking it over from a thread that panicked while holding it.

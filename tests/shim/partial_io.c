@@ -9,6 +9,8 @@
  * socket is marked, and the next epoll_wait on its epoll instance reports it readable (EPOLLIN,
  * with the data word httpd registered). */
 #define _GNU_SOURCE
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -103,6 +105,15 @@ int close(int fd) {
     return real_close(fd);
 }
 
+/* Whether two descriptors are one open file: an epoll instance is often waited on through a
+ * duplicate of the descriptor it was registered with (mio's Registry::try_clone, which tokio's
+ * reactor uses). */
+static int same_file(int a, int b) {
+    if (a == b) return 1;
+    pid_t me = getpid();
+    return syscall(SYS_kcmp, me, me, KCMP_FILE, a, b) == 0;
+}
+
 int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout) {
     NEXT(epoll_wait);
     int n = 0;
@@ -110,7 +121,7 @@ int epoll_wait(int ep, struct epoll_event *evs, int max, int timeout) {
         pthread_mutex_lock(&mu);
         for (int i = 0; i < npend && n < max; i++) {
             int fd = pend[i];
-            if (reg_ep[fd] != ep + 1) continue;
+            if (reg_ep[fd] == 0 || !same_file(reg_ep[fd] - 1, ep)) continue;
             evs[n].events = EPOLLIN;
             evs[n].data.u64 = reg_data[fd];
             n++;
