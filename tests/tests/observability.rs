@@ -612,3 +612,53 @@ fn ctl_top_shows_live_rates() {
     assert!(out.contains("two.test"), "busiest hosts:\n{out}");
     assert!(out.contains("latency"), "{out}");
 }
+
+#[test]
+fn concurrent_control_clients_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let control = dir.path().join("ctl.sock");
+    let h = Httpd::start(&v, &["--control", control.to_str().unwrap()]);
+    // More reloads at once than the control plane has blocking threads, with status and
+    // rotate among them: each answered (a reload once waited on a thread it had taken).
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let control = control.clone();
+            std::thread::spawn(move || {
+                let cmd = match i % 4 {
+                    0 => "status",
+                    _ => "reload",
+                };
+                let mut child = Command::new(bin("httpd"))
+                    .args(["ctl", "--control"])
+                    .arg(&control)
+                    .arg(cmd)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let end = Instant::now() + Duration::from_secs(20);
+                loop {
+                    if let Some(st) = child.try_wait().unwrap() {
+                        return st.success();
+                    }
+                    if Instant::now() > end {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    let ok = clients
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|&b| b)
+        .count();
+    assert_eq!(ok, 16, "every control client answered");
+    assert_eq!(
+        request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n").status,
+        200
+    );
+}
