@@ -1,5 +1,5 @@
-//! The control plane: the metrics exposition checked by promtool (Prometheus text) and by a
-//! strict OpenMetrics parser, scrapers served while others stall, 404/405, /livez and /readyz
+//! The control plane: the metrics exposition checked by promtool (Prometheus text), by a
+//! strict OpenMetrics parser and by a real Prometheus scraping it, scrapers served while others stall, 404/405, /livez and /readyz
 //! through a SIGTERM, the systemd watchdog against a wedged worker, histogram counts against
 //! request counts after a load, `httpd ctl top`.
 
@@ -661,4 +661,71 @@ fn concurrent_control_clients_all_answered() {
         request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n").status,
         200
     );
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus server scrapes the listener: it asks for OpenMetrics first (its default
+/// Accept), parses with its own parser, and the target is up with no scrape error; the
+/// histograms are queryable.
+#[test]
+fn prometheus_scrapes_the_exposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0"]);
+    let m = metrics_addr(&h);
+    for _ in 0..3 {
+        request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n");
+    }
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: httpd\n    static_configs:\n      - targets: ['{m}']\n"
+        ),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (cargo xtask setup installs it)");
+    let api = |path: &str| {
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "5", &format!("http://{web}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut targets = String::new();
+    while Instant::now() < end {
+        targets = api("/api/v1/targets");
+        if targets.contains("\"health\":\"up\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let q =
+        api("/api/v1/query?query=httpd_request_duration_seconds_count%7Boutcome%3D%22static%22%7D");
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(targets.contains("\"health\":\"up\""), "{targets}");
+    assert!(targets.contains("\"lastError\":\"\""), "{targets}");
+    assert!(q.contains("\"outcome\":\"static\""), "{q}");
 }
