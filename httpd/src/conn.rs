@@ -928,9 +928,8 @@ impl Conn {
             }
             Ok(Some(head)) => head,
             Err(e) => {
-                answer::bad_head(e.status(), ctx.date, &mut self.out);
-                ctx.stats.request(e.status(), 0, false);
-                self.begin_timing(ctx, Some(crate::stats::Outcome::Error));
+                let a = answer::bad_head(e.status(), ctx.date, &mut self.out);
+                self.count_answered(&a, ctx, false);
                 self.close_after(true);
                 self.start = self.end;
                 return Round::Moved;
@@ -1020,12 +1019,16 @@ impl Conn {
         self.unread_input |= unread;
     }
 
-    /// A request begins (the head is complete): its duration runs from this turn. An answer
-    /// still pending (pipelined) is observed now.
-    fn begin_timing(&mut self, ctx: &WorkerCtx<'_>, outcome: Option<crate::stats::Outcome>) {
-        self.begin_timing_at(ctx.now, ctx.stats, outcome);
+    /// Counts a request answered here; its duration runs from this turn (the head was
+    /// complete in it).
+    fn count_answered(&mut self, a: &Answered, ctx: &WorkerCtx<'_>, forwarded: bool) {
+        ctx.stats.request(a.status, a.bytes, forwarded);
+        let outcome = crate::stats::Outcome::local(a.status);
+        self.begin_timing_at(ctx.now, ctx.stats, Some(outcome));
     }
 
+    /// A request begins: its duration runs from `start`. An answer still pending (pipelined)
+    /// is observed now.
     fn begin_timing_at(
         &mut self,
         start: Instant,
@@ -1065,8 +1068,7 @@ impl Conn {
         ctx: &WorkerCtx<'_>,
         forwarded: bool,
     ) {
-        ctx.stats.request(a.status, a.bytes, forwarded);
-        self.begin_timing(ctx, Some(crate::stats::Outcome::local(a.status)));
+        self.count_answered(a, ctx, forwarded);
         if let Some(h) = host {
             h.stats
                 .request(!forwarded && matches!(a.status, 200 | 206 | 304), a.bytes);
@@ -1234,11 +1236,7 @@ impl Conn {
         ctx.stats.proxy_failed(e.class());
         e.log(x.log.method(), x.log.target(), x.log.host_name());
         let sent = x.sent_client();
-        self.decided(if sent {
-            crate::stats::Outcome::Forwarded
-        } else {
-            crate::stats::Outcome::Error
-        });
+        self.decided(crate::stats::Outcome::exchange(sent));
         let a = if sent {
             let (status, bytes) = x.outcome();
             Answered {
@@ -1315,12 +1313,7 @@ impl Conn {
                 let Some(x) = slot.release(slots) else {
                     return;
                 };
-                // Cut short before any response (499): not the upstream's answer.
-                self.decided(if a.is_none() && !x.sent_client() {
-                    crate::stats::Outcome::Error
-                } else {
-                    crate::stats::Outcome::Forwarded
-                });
+                self.decided(crate::stats::Outcome::exchange(x.sent_client()));
                 let a = a.unwrap_or_else(|| {
                     let (status, bytes) = x.outcome();
                     Answered {

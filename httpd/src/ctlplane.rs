@@ -36,11 +36,8 @@ pub struct Parts {
     pub control_socket: Option<std::os::unix::net::UnixListener>,
     /// The workers' wakers, in worker order.
     pub wakers: Vec<Arc<mio::Waker>>,
-    pub vhosts: crate::vhosts::Watch,
-    pub certs: Option<(
-        Arc<crate::tls::certs::CertStore>,
-        crate::tls::certs::CertWatch,
-    )>,
+    pub vhosts: crate::dirwatch::DirWatch,
+    pub certs: Option<(Arc<crate::tls::certs::CertStore>, crate::dirwatch::DirWatch)>,
     /// Period of the rescans that back up inotify.
     pub rescan: Duration,
     /// `--shutdown-delay`.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod ctlplane;
+pub mod dirwatch;
 pub mod ebpf;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;

@@ -272,15 +272,10 @@ impl Snapshot {
         self.upstream_ttfb.merge(&o.upstream_ttfb);
     }
 
-    /// Requests answered, every outcome (each is one observation of a duration histogram).
-    pub fn requests(&self) -> u64 {
-        self.static_hits
-            + self.not_modified
-            + self.partial
-            + self.redirects
-            + self.forwarded
-            + self.local_errors
-            + self.other
+    /// Requests observed by the duration histograms, every outcome (each request counted
+    /// above is one observation).
+    pub fn durations_count(&self) -> u64 {
+        self.durations.iter().map(HistogramSnapshot::count).sum()
     }
 }
 
@@ -356,6 +351,17 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::Error => "error",
             Outcome::Tunnel => "tunnel",
+        }
+    }
+
+    /// The outcome of an exchange with the upstream that is over: forwarded once something of
+    /// the upstream's response went to the client; else an error (a 502/504 answered here, or
+    /// the client gone first: 499).
+    pub fn exchange(sent_client: bool) -> Outcome {
+        if sent_client {
+            Outcome::Forwarded
+        } else {
+            Outcome::Error
         }
     }
 
@@ -713,7 +719,7 @@ mod tests {
             (s.static_hits, s.forwarded, s.local_errors, s.bytes_sent),
             (2, 1, 1, 15)
         );
-        assert_eq!(s.requests(), 4);
+        assert_eq!(s.durations_count(), 2);
         assert_eq!(s.cold_in_flight, 3);
         assert_eq!(s.durations[Outcome::Static as usize].count(), 2);
         assert_eq!(set.turns(), vec![Some(0), Some(1)], "workers only");

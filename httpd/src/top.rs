@@ -217,10 +217,3 @@ pub fn client(path: &Path, frames: Option<u64>) -> anyhow::Result<()> {
         }
     }
 }
-
-impl Snapshot {
-    /// Requests observed by the duration histograms (every outcome).
-    pub fn durations_count(&self) -> u64 {
-        self.durations.iter().map(|h| h.count()).sum()
-    }
-}

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use httpd_common::webroot::{Error, Lease, OpenOptions, Webroot};
-use notify::Watcher;
 
 use crate::accesslog::LogSet;
 
@@ -560,59 +559,37 @@ impl Registry {
         }
     }
 
-    /// Watches the directory (inotify): every change, lease break and reload request reaches
-    /// the returned [`Watch`], which `watch_loop` runs on the control plane.
-    pub fn watch(self: &Arc<Self>) -> std::io::Result<Watch> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let events = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Our own scans open and read the directory: access events are not changes.
-            if !matches!(&res, Ok(e) if e.kind.is_access()) {
-                let _ = events.send(());
-            }
-        })
-        .map_err(std::io::Error::other)?;
-        watcher
-            .watch(&self.dir, notify::RecursiveMode::NonRecursive)
-            .map_err(std::io::Error::other)?;
-        *lock(&self.requests) = Some(tx);
-        Ok(Watch {
-            _watcher: watcher,
-            rx,
-        })
+    /// Watches the directory (inotify); every change and every [`Registry::poke`] reaches the
+    /// returned watch, which `watch_loop` runs on the control plane.
+    pub fn watch(&self) -> std::io::Result<crate::dirwatch::DirWatch> {
+        let mut w = crate::dirwatch::DirWatch::new()?;
+        w.add(&self.dir)?;
+        *lock(&self.requests) = Some(w.poker());
+        Ok(w)
     }
 
     /// Scans on every change (inotify, a lease break) and every `period` anyway (every 50 ms
-    /// while an entry is being written): the scans themselves on the runtime's blocking
-    /// threads.
-    pub async fn watch_loop(self: Arc<Self>, mut w: Watch, period: Duration) {
-        loop {
+    /// while an entry is being written or a scan runs).
+    pub async fn watch_loop(self: Arc<Self>, w: crate::dirwatch::DirWatch, period: Duration) {
+        let me = self.clone();
+        let wait = move || {
             // Busy: a scan holds the state now, or the last one saw a file still changing.
-            let busy = self.state.try_lock().map_or(true, |st| st.busy);
-            let wait = if busy {
+            if me.state.try_lock().map_or(true, |st| st.busy) {
                 Duration::from_millis(50)
             } else {
                 period
-            };
-            match tokio::time::timeout(wait, w.rx.recv()).await {
-                Ok(Some(())) => {
-                    // Let a burst of events (rename + create) settle.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    while w.rx.try_recv().is_ok() {}
-                }
-                Ok(None) => return,
-                Err(_) => {}
             }
-            let me = self.clone();
-            let _ = tokio::task::spawn_blocking(move || me.rescan()).await;
-        }
+        };
+        // A burst of events (rename + create) settles in 20 ms.
+        w.run(
+            Duration::from_millis(20),
+            wait,
+            Arc::new(move || {
+                self.rescan();
+            }),
+        )
+        .await;
     }
-}
-
-/// The directory's watch: the inotify watcher and its events.
-pub struct Watch {
-    _watcher: notify::RecommendedWatcher,
-    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 /// Locks a mutex, taking it over from a thread that panicked while holding it.

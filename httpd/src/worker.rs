@@ -119,14 +119,6 @@ impl Worker {
                 }
             }
             st.after_events(&self.poll, &shared, &limits, now, woken, &mut clock);
-            st.accept_backlog(
-                &self.poll,
-                &shared,
-                &limits,
-                now,
-                &mut listeners,
-                &mut clock,
-            );
             if st.housekeeping(
                 &self.poll,
                 &shared,
@@ -306,9 +298,9 @@ impl LoopState {
         }
     }
 
-    /// The stop (listeners closed, the drain deadline set), the sweep every 250 ms (withdrawn
-    /// webroots, stalled listeners, timeouts), and the end of the drain: true when the worker
-    /// is done.
+    /// After the events: the listeners' next accept rounds, the stop (listeners closed, the
+    /// drain deadline set), the sweep every 250 ms (withdrawn webroots, stalled listeners,
+    /// timeouts), and the end of the drain: true when the worker is done.
     fn housekeeping(
         &mut self,
         poll: &Poll,
@@ -318,6 +310,7 @@ impl LoopState {
         listeners: &mut Vec<TcpListener>,
         clock: &mut Clock,
     ) -> bool {
+        self.accept_backlog(poll, shared, limits, now, listeners, clock);
         if shared.stop.load(Ordering::Acquire) && clock.drain_deadline.is_none() {
             for l in listeners.iter_mut() {
                 let _ = poll.registry().deregister(l);

@@ -211,6 +211,27 @@ impl Httpd {
         format!("{scheme}://{}{}", self.addr, path)
     }
 
+    /// The metrics listener (`--metrics`), from its log line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        assert!(
+            self.wait_log("metrics on http://", Duration::from_secs(5)),
+            "no metrics listener"
+        );
+        let line = self
+            .log()
+            .into_iter()
+            .find(|l| l.contains("metrics on http://"))
+            .expect("metrics line");
+        let url = line
+            .split("metrics on http://")
+            .nth(1)
+            .expect("metrics url");
+        url.split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("metrics address")
+    }
+
     /// The first TLS listener.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.listeners.iter().find(|l| l.1).map(|l| l.0)

@@ -165,13 +165,7 @@ fn metrics_match_requests_sent() {
     let dir = tempfile::tempdir().unwrap();
     let v = vhosts(dir.path());
     let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0"]);
-    assert!(h.wait_log("metrics on http://", Duration::from_secs(5)));
-    let line = h
-        .log()
-        .into_iter()
-        .find(|l| l.contains("metrics on http://"))
-        .unwrap();
-    let url = line.split("metrics on ").nth(1).unwrap().trim().to_string();
+    let url = format!("http://{}/metrics", h.metrics_addr());
     for _ in 0..7 {
         assert_eq!(
             request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n").status,

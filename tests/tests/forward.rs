@@ -445,20 +445,12 @@ fn failed_exchanges_say_why_once_and_are_counted() {
         text.contains("failed exchanges: connect 1  timeout 1  upstream reset 0  bad response head 2  bad response body 0  upstream closed early 2  bad request body 0"),
         "{text}"
     );
-    let metrics_line = log
-        .iter()
-        .find(|l| l.contains("metrics on "))
-        .cloned()
-        .unwrap_or_default();
-    if let Some(m) = metrics_line.split("metrics on ").nth(1) {
-        let url = m.split_whitespace().next().unwrap_or_default();
-        let page = curl(&["-s", url]);
-        let page = String::from_utf8_lossy(&page.stdout);
-        assert!(
-            page.contains("httpd_failed_exchanges_total{class=\"timeout\"} 1"),
-            "{page}"
-        );
-    }
+    let page = curl(&["-s", &format!("http://{}/metrics", h.metrics_addr())]);
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.contains("httpd_failed_exchanges_total{class=\"timeout\"} 1"),
+        "{page}"
+    );
     let _ = addr;
 }
 

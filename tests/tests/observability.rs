@@ -16,16 +16,18 @@ fn vhosts(dir: &Path) -> PathBuf {
     tests::two_hosts(dir)
 }
 
-/// The metrics listener's address, from httpd's log.
-fn metrics_addr(h: &Httpd) -> SocketAddr {
-    assert!(h.wait_log("metrics on http://", Duration::from_secs(5)));
-    let line = h
-        .log()
-        .into_iter()
-        .find(|l| l.contains("metrics on http://"))
-        .unwrap();
-    let url = line.split("metrics on http://").nth(1).unwrap();
-    url.split('/').next().unwrap().parse().unwrap()
+/// httpd with a metrics listener in front of the test app, with `extra` arguments: its
+/// directory, the app, httpd and the metrics address.
+fn before_app(extra: &[&str]) -> (tempfile::TempDir, App, Httpd, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vhosts(dir.path());
+    let app = App::start(None);
+    let up = app.addr.to_string();
+    let mut args = vec!["--metrics", "127.0.0.1:0", "--upstream", &up];
+    args.extend_from_slice(extra);
+    let h = Httpd::start(&v, &args);
+    let m = h.metrics_addr();
+    (dir, app, h, m)
 }
 
 /// One request on a fresh connection to the metrics listener: (status, head, body).
@@ -145,12 +147,7 @@ fn mixed_requests(h: &Httpd) {
 
 #[test]
 fn metrics_pass_promtool_and_openmetrics_parser() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vhosts(dir.path());
-    let app = App::start(None);
-    let up = app.addr.to_string();
-    let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0", "--upstream", &up]);
-    let m = metrics_addr(&h);
+    let (_dir, app, h, m) = before_app(&[]);
     mixed_requests(&h);
 
     let (status, head, text) = get(m, "GET", "/metrics", None);
@@ -219,7 +216,7 @@ fn metrics_listener_paths_methods_and_health() {
     let dir = tempfile::tempdir().unwrap();
     let v = vhosts(dir.path());
     let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0"]);
-    let m = metrics_addr(&h);
+    let m = h.metrics_addr();
     assert_eq!(get(m, "GET", "/metrics?x=1", None).0, 200);
     let (status, _, body) = get(m, "HEAD", "/metrics", None);
     assert_eq!((status, body.as_str()), (200, ""));
@@ -265,7 +262,7 @@ fn ten_scrapers_answered_while_clients_stall() {
             control.to_str().unwrap(),
         ],
     );
-    let m = metrics_addr(&h);
+    let m = h.metrics_addr();
     // Stalled: half a head, nothing at all, a scrape never read; and a silent control client.
     let mut half = TcpStream::connect(m).unwrap();
     half.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
@@ -312,24 +309,7 @@ fn ten_scrapers_answered_while_clients_stall() {
 
 #[test]
 fn readyz_fails_at_sigterm_before_listeners_close_livez_until_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vhosts(dir.path());
-    let app = App::start(None);
-    let up = app.addr.to_string();
-    let h = Httpd::start(
-        &v,
-        &[
-            "--metrics",
-            "127.0.0.1:0",
-            "--upstream",
-            &up,
-            "--shutdown-delay",
-            "1500ms",
-            "--drain-timeout",
-            "20s",
-        ],
-    );
-    let m = metrics_addr(&h);
+    let (_dir, app, h, m) = before_app(&["--shutdown-delay", "1500ms", "--drain-timeout", "20s"]);
     let addr = h.addr;
     assert_eq!(get(m, "GET", "/readyz", None).0, 200);
     // A slow exchange keeps the process draining past the delay.
@@ -488,12 +468,7 @@ fn watchdog_pings_stop_while_a_worker_is_wedged() {
 
 #[test]
 fn histogram_counts_equal_request_counts_after_a_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let v = vhosts(dir.path());
-    let app = App::start(None);
-    let up = app.addr.to_string();
-    let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0", "--upstream", &up]);
-    let m = metrics_addr(&h);
+    let (_dir, app, h, m) = before_app(&[]);
     let mut wrk_total = 0u64;
     for (path, conns) in [("/a.txt", "16"), ("/app/x", "8"), ("/missing.txt", "4")] {
         // Host two.test: a static host; /app/x and /missing.txt are not in it (forwarded).
@@ -680,7 +655,7 @@ fn prometheus_scrapes_the_exposition() {
     let dir = tempfile::tempdir().unwrap();
     let v = vhosts(dir.path());
     let h = Httpd::start(&v, &["--metrics", "127.0.0.1:0"]);
-    let m = metrics_addr(&h);
+    let m = h.metrics_addr();
     for _ in 0..3 {
         request(h.addr, "GET /a.txt HTTP/1.1\r\nHost: two.test\r\n\r\n");
     }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use notify::Watcher;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -269,14 +268,8 @@ impl CertStore {
 
     /// Watches the directory and the configured files' directories (inotify); `watch_loop`
     /// rescans on every change and every period anyway, on the control plane.
-    pub fn watch(&self) -> std::io::Result<CertWatch> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if !matches!(&res, Ok(e) if e.kind.is_access()) {
-                let _ = tx.send(());
-            }
-        })
-        .map_err(std::io::Error::other)?;
+    pub fn watch(&self) -> std::io::Result<crate::dirwatch::DirWatch> {
+        let mut w = crate::dirwatch::DirWatch::new()?;
         let mut dirs: Vec<PathBuf> = self.dir.iter().cloned().collect();
         for f in lock(&self.configured).values() {
             for p in [&f.cert, &f.key] {
@@ -289,39 +282,25 @@ impl CertStore {
         dirs.dedup();
         for d in &dirs {
             // A directory that cannot be watched is still rescanned every period.
-            if let Err(e) = watcher.watch(d, notify::RecursiveMode::NonRecursive) {
+            if let Err(e) = w.add(d) {
                 tracing::warn!("watching {}: {e}", d.display());
             }
         }
-        Ok(CertWatch {
-            _watcher: watcher,
-            rx,
-        })
+        Ok(w)
     }
 
-    /// Rescans on every change (after 50 ms for a burst to settle) and every `period`, on the
-    /// runtime's blocking threads.
-    pub async fn watch_loop(self: Arc<Self>, mut w: CertWatch, period: Duration) {
-        loop {
-            match tokio::time::timeout(period, w.rx.recv()).await {
-                Ok(Some(())) => {
-                    // Let a burst of events (two files written, renamed) settle.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    while w.rx.try_recv().is_ok() {}
-                }
-                Ok(None) => return,
-                Err(_) => {}
-            }
-            let me = self.clone();
-            let _ = tokio::task::spawn_blocking(move || me.rescan()).await;
-        }
+    /// Rescans on every change (after 50 ms for a burst, two files written and renamed, to
+    /// settle) and every `period`.
+    pub async fn watch_loop(self: Arc<Self>, w: crate::dirwatch::DirWatch, period: Duration) {
+        w.run(
+            Duration::from_millis(50),
+            move || period,
+            Arc::new(move || {
+                self.rescan();
+            }),
+        )
+        .await;
     }
-}
-
-/// The certificates' watch: the inotify watcher and its events.
-pub struct CertWatch {
-    _watcher: notify::RecommendedWatcher,
-    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
 }
 
 impl ResolvesServerCert for CertStore {
